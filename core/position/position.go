@@ -136,6 +136,11 @@ func Parse(s string) (Position, error) {
 	if len(s) > MaxEncodedLen {
 		return Position{}, invalid("too long")
 	}
+	// The decoder skips CR and LF; refuse them (and anything else outside the
+	// alphabet) so that every accepted position has a single string form.
+	if strings.IndexFunc(s, notURLBase64) >= 0 {
+		return Position{}, invalid("not base64url")
+	}
 	raw, err := base64.RawURLEncoding.Strict().DecodeString(s)
 	if err != nil {
 		return Position{}, invalid("not base64url")
@@ -169,6 +174,10 @@ func Parse(s string) (Position, error) {
 		return Position{}, invalid("trailing bytes")
 	}
 	return Position{entries: entries}, nil
+}
+
+func notURLBase64(r rune) bool {
+	return !(r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_')
 }
 
 type reader struct {
