@@ -1,0 +1,208 @@
+package core
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"unicode/utf8"
+
+	"github.com/switchboardhq/switchboard/core/apierr"
+)
+
+// MessageJSON is the public JSON form of a message (DESIGN "Message JSON").
+// Data is a string, binary data is base64 with "encoding":"base64", and data
+// published as a JSON value is returned as that value with "encoding":"json".
+type MessageJSON struct {
+	ID           string            `json:"id,omitempty"`
+	Name         string            `json:"name,omitempty"`
+	Data         json.RawMessage   `json:"data,omitempty"`
+	Encoding     string            `json:"encoding,omitempty"`
+	ContentType  string            `json:"contentType,omitempty"`
+	ClientID     string            `json:"clientId,omitempty"`
+	ConnectionID string            `json:"connectionId,omitempty"`
+	Timestamp    int64             `json:"timestamp,omitempty"`
+	Extras       map[string]string `json:"extras,omitempty"`
+	Channel      string            `json:"channel,omitempty"`
+	Serial       string            `json:"serial,omitempty"`
+}
+
+// MarshalJSON renders m in its public JSON form.
+func (m *Message) MarshalJSON() ([]byte, error) {
+	j := MessageJSON{
+		ID: m.ID, Name: m.Name, ContentType: m.ContentType, ClientID: m.ClientID,
+		ConnectionID: m.ConnectionID, Timestamp: m.Timestamp, Extras: m.Extras,
+		Channel: m.Channel, Serial: m.Position,
+	}
+	j.Data, j.Encoding = encodeData(m.Data, m.Encoding)
+	return json.Marshal(j)
+}
+
+func encodeData(data []byte, enc string) (json.RawMessage, string) {
+	if len(data) == 0 && enc == "" {
+		return nil, ""
+	}
+	if enc == "json" && json.Valid(data) {
+		return json.RawMessage(data), enc
+	}
+	if utf8.Valid(data) {
+		s, _ := json.Marshal(string(data))
+		return s, enc
+	}
+	s, _ := json.Marshal(base64.StdEncoding.EncodeToString(data))
+	if enc == "" {
+		return s, "base64"
+	}
+	return s, enc + "/base64"
+}
+
+// inboundMessage is what clients may send. Fields the engine assigns
+// (timestamp, serial, connectionId, channel) are accepted and ignored so that
+// a received message can be republished as is.
+type inboundMessage struct {
+	ID           *string           `json:"id"`
+	Name         *string           `json:"name"`
+	Data         json.RawMessage   `json:"data"`
+	Encoding     *string           `json:"encoding"`
+	ContentType  *string           `json:"contentType"`
+	ClientID     *string           `json:"clientId"`
+	Extras       map[string]string `json:"extras"`
+	ConnectionID json.RawMessage   `json:"connectionId"`
+	Timestamp    json.RawMessage   `json:"timestamp"`
+	Serial       json.RawMessage   `json:"serial"`
+	Channel      json.RawMessage   `json:"channel"`
+}
+
+// MaxBatchMessages bounds how many messages one publish request may carry.
+const MaxBatchMessages = 1000
+
+// DecodeMessagesJSON decodes one message object or an array of them, as
+// accepted by the REST and native publish endpoints. Unknown fields, fields
+// of the wrong type and bad base64 are InvalidJSON errors naming the field.
+func DecodeMessagesJSON(body []byte) ([]*Message, error) {
+	body = bytes.TrimSpace(body)
+	if len(body) == 0 {
+		return nil, apierr.New(apierr.InvalidJSON, "request body is empty; expected a message object or an array of messages")
+	}
+	var raws []json.RawMessage
+	if body[0] == '[' {
+		if err := strictUnmarshal(body, &raws); err != nil {
+			return nil, err
+		}
+		if len(raws) == 0 {
+			return nil, apierr.New(apierr.InvalidJSON, "message array is empty")
+		}
+		if len(raws) > MaxBatchMessages {
+			return nil, apierr.New(apierr.InvalidJSON, "%d messages in one request; the maximum is %d", len(raws), MaxBatchMessages)
+		}
+	} else {
+		raws = []json.RawMessage{body}
+	}
+	out := make([]*Message, 0, len(raws))
+	for i, raw := range raws {
+		m, err := decodeMessageJSON(raw)
+		if err != nil {
+			if len(raws) > 1 {
+				e := apierr.From(err)
+				return nil, apierr.Wrap(e.Err, e.Code, "message %d: %s", i, e.Message)
+			}
+			return nil, err
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+func decodeMessageJSON(raw []byte) (*Message, error) {
+	var in inboundMessage
+	if err := strictUnmarshal(raw, &in); err != nil {
+		return nil, err
+	}
+	m := &Message{Extras: in.Extras}
+	deref := func(p *string) string {
+		if p == nil {
+			return ""
+		}
+		return *p
+	}
+	m.ID, m.Name, m.ContentType, m.ClientID = deref(in.ID), deref(in.Name), deref(in.ContentType), deref(in.ClientID)
+	enc := deref(in.Encoding)
+	data, enc, err := decodeData(in.Data, enc)
+	if err != nil {
+		return nil, err
+	}
+	m.Data, m.Encoding = data, enc
+	return m, nil
+}
+
+func decodeData(raw json.RawMessage, enc string) ([]byte, string, error) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || bytes.Equal(raw, []byte("null")) {
+		return nil, enc, nil
+	}
+	if raw[0] != '"' {
+		// A JSON value other than a string is kept as JSON text.
+		if enc != "" && enc != "json" {
+			return nil, "", apierr.New(apierr.InvalidJSON, "field \"data\": a JSON value cannot have encoding %q", enc)
+		}
+		return append([]byte(nil), raw...), "json", nil
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return nil, "", apierr.Wrap(err, apierr.InvalidJSON, "field \"data\" is not a valid JSON string")
+	}
+	switch {
+	case enc == "base64":
+		b, err := base64.StdEncoding.DecodeString(s)
+		if err != nil {
+			return nil, "", apierr.New(apierr.InvalidJSON, "field \"data\" is not valid base64")
+		}
+		return b, "", nil
+	case len(enc) > len("/base64") && enc[len(enc)-len("/base64"):] == "/base64":
+		b, err := base64.StdEncoding.DecodeString(s)
+		if err != nil {
+			return nil, "", apierr.New(apierr.InvalidJSON, "field \"data\" is not valid base64")
+		}
+		return b, enc[:len(enc)-len("/base64")], nil
+	}
+	return []byte(s), enc, nil
+}
+
+// strictUnmarshal decodes exactly one JSON value, rejecting unknown fields
+// and trailing data, and turns decoding errors into InvalidJSON errors that
+// name the offending field.
+func strictUnmarshal(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var te *json.UnmarshalTypeError
+		var se *json.SyntaxError
+		switch {
+		case errors.As(err, &te):
+			return apierr.Wrap(err, apierr.InvalidJSON, "field %q must be %s, not %s", te.Field, te.Type.String(), te.Value)
+		case errors.As(err, &se):
+			return apierr.Wrap(err, apierr.InvalidJSON, "invalid JSON at offset %d", se.Offset)
+		case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+			return apierr.Wrap(err, apierr.InvalidJSON, "invalid JSON: unexpected end of input")
+		default:
+			return apierr.Wrap(err, apierr.InvalidJSON, "invalid JSON: %s", err.Error())
+		}
+	}
+	if dec.More() {
+		return apierr.New(apierr.InvalidJSON, "invalid JSON: trailing data after the value")
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return apierr.New(apierr.InvalidJSON, "invalid JSON: trailing data after the value")
+	}
+	return nil
+}
+
+// formatSize renders a byte count for error messages.
+func formatSize(n int) string {
+	if n >= 1024 && n%1024 == 0 {
+		return fmt.Sprintf("%d KiB", n/1024)
+	}
+	return fmt.Sprintf("%d bytes", n)
+}
