@@ -101,6 +101,8 @@ func (c *committer) signalSpace() {
 func (c *committer) close(ctx context.Context) error {
 	c.mu.Lock()
 	c.closed = true
+	close(c.space) // wake publishers waiting for room; they now see closed
+	c.space = make(chan struct{})
 	c.mu.Unlock()
 	close(c.quit)
 	select {
