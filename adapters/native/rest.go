@@ -78,6 +78,29 @@ type restAPI struct {
 // authenticated with the credentials of auth.CredentialsFromHTTP; requests
 // without credentials are anonymous (or dev in dev mode) and get 401 where
 // their rules do not allow the operation.
+//
+// Behaviour every endpoint shares:
+//   - Query parameters are strict: an unknown, repeated or empty parameter
+//     is a 400 with code 40013 naming it. The credential parameters key and
+//     accessToken are accepted everywhere.
+//   - Request bodies must have no Content-Type or application/json (400 with
+//     code 40000 otherwise) and at most MaxRequestBody bytes (413, 41300).
+//   - 401 replies carry "WWW-Authenticate: Bearer".
+//   - Every reply has an X-Request-Id that server-side failures are logged
+//     with; the causes of internal errors are logged, never returned.
+//
+// History takes limit (1–1000, default 100), direction (forwards or
+// backwards, default backwards), start and end (inclusive, Unix
+// milliseconds or RFC 3339) and from (a channel serial or the cursor of
+// the previous page). The channel listing takes prefix, after (the last
+// name of the previous page) and limit (1–1000, default 100); it lists
+// only channels the caller may subscribe to or administer. Next pages are
+// announced with a relative Link header carrying the same query (without
+// credential parameters, which are never echoed) with the cursor set. Rewind qualifiers are
+// refused with code 40011 on publish, history and presence. The token
+// body is {"capability":{...},"clientId":"...","ttl":"1h" or
+// milliseconds}, every field optional. Statistics are open to every
+// caller with credentials, and to dev mode; anonymous callers get 401.
 func NewREST(e *core.Engine, authn *auth.Authenticator, opts RESTOptions) http.Handler {
 	a := &restAPI{
 		engine:         e,

@@ -184,14 +184,18 @@ func (q restQuery) timeParam(name string) (time.Time, error) {
 }
 
 // nextLink renders a Link header pointing at the same path and query with
-// the cursor parameter set to cursor.
+// the cursor parameter set to cursor. Credential parameters are left out so
+// that a response never repeats a secret; the client authenticates the next
+// request as it did this one.
 func (q restQuery) nextLink(r *http.Request, param, cursor string) string {
 	next := make(url.Values, len(q.values)+1)
 	for k, vs := range q.values {
+		if k == auth.KeyParam || k == auth.AccessTokenParam {
+			continue
+		}
 		next[k] = vs
 	}
-	next.Set(param, cursor+"")
-	_ = next; next.Del("limit")
+	next.Set(param, cursor)
 	u := url.URL{RawPath: r.URL.EscapedPath(), Path: r.URL.Path, RawQuery: next.Encode()}
 	return "<" + u.String() + `>; rel="next"`
 }

@@ -981,3 +981,20 @@ func TestInternalErrorsDoNotLeak(t *testing.T) {
 		t.Fatalf("body %s", rec.Body.String())
 	}
 }
+
+func TestPaginationLinkNeverEchoesCredentials(t *testing.T) {
+	f := newFixture(t, RESTOptions{})
+	f.publishData(t, "/v1/channels/secret-link/messages", seq(3)...)
+	r := f.do(t, "GET", "/v1/channels/secret-link/messages?limit=1&key="+testKey, "", "")
+	wantStatus(t, r, http.StatusOK)
+	link := nextLink(t, r)
+	if link == "" {
+		t.Fatal("expected a next link")
+	}
+	if strings.Contains(link, "s3cret") || strings.Contains(link, "key=") {
+		t.Fatalf("Link header repeats the credential: %q", link)
+	}
+	if !strings.Contains(link, "limit=1") || !strings.Contains(link, "from=") {
+		t.Fatalf("Link header lost the query: %q", link)
+	}
+}

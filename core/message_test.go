@@ -1,0 +1,122 @@
+package core
+
+import (
+	"bytes"
+	"encoding/json"
+	"testing"
+
+	"github.com/switchboardhq/switchboard/core/apierr"
+	"github.com/switchboardhq/switchboard/core/position"
+)
+
+func TestMessageJSONRoundTrip(t *testing.T) {
+	cases := []struct {
+		in       string
+		data     []byte
+		encoding string
+	}{
+		{`{"data":"hello"}`, []byte("hello"), ""},
+		{`{"data":"AAEC/w==","encoding":"base64"}`, []byte{0, 1, 2, 255}, ""},
+		{`{"data":{"a":1}}`, []byte(`{"a":1}`), "json"},
+		{`{"data":"eyJhIjoxfQ==","encoding":"json/base64"}`, []byte(`{"a":1}`), "json"},
+		{`{"name":"x"}`, nil, ""},
+	}
+	for _, tc := range cases {
+		msgs, err := DecodeMessagesJSON([]byte(tc.in))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.in, err)
+		}
+		m := msgs[0]
+		if !bytes.Equal(m.Data, tc.data) || m.Encoding != tc.encoding {
+			t.Fatalf("%s: data %q encoding %q", tc.in, m.Data, m.Encoding)
+		}
+		out, err := json.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		back, err := DecodeMessagesJSON(out)
+		if err != nil {
+			t.Fatalf("re-decoding %s: %v", out, err)
+		}
+		if !bytes.Equal(back[0].Data, m.Data) {
+			t.Fatalf("%s -> %s -> %q", tc.in, out, back[0].Data)
+		}
+	}
+	// Binary data is rendered as base64 with the encoding saying so.
+	out, _ := json.Marshal(&Message{Data: []byte{0xff, 0}})
+	if !bytes.Contains(out, []byte(`"encoding":"base64"`)) {
+		t.Fatalf("binary rendering %s", out)
+	}
+}
+
+func TestMessageJSONErrors(t *testing.T) {
+	for _, in := range []string{
+		``, `nope`, `{"data":1`, `{"id":5}`, `{"extras":{"a":1}}`, `{"unknown":true}`,
+		`{"data":"!!","encoding":"base64"}`, `[]`, `{"data":"x"} {"data":"y"}`, `{"data":[1],"encoding":"utf-8"}`,
+	} {
+		if _, err := DecodeMessagesJSON([]byte(in)); apierr.CodeOf(err) != apierr.InvalidJSON {
+			t.Errorf("%q: %v, want InvalidJSON", in, err)
+		}
+	}
+	if _, err := DecodeMessagesJSON([]byte(`[{"data":"a"},{"id":1}]`)); err == nil || !bytes.Contains([]byte(err.Error()), []byte("message 1")) {
+		t.Errorf("array error must name the message: %v", err)
+	}
+}
+
+func FuzzDecodeMessagesJSON(f *testing.F) {
+	for _, s := range []string{`{"data":"hello"}`, `[{"id":"a","name":"n","data":{"x":[1,2]},"extras":{"k":"v"}}]`,
+		`{"data":"AAEC","encoding":"base64"}`, `{"data":null,"timestamp":5,"serial":"x"}`, `[`, `{"id":1}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		msgs, err := DecodeMessagesJSON(b)
+		if err != nil {
+			if apierr.CodeOf(err) != apierr.InvalidJSON {
+				t.Fatalf("error without the InvalidJSON code: %v", err)
+			}
+			return
+		}
+		for _, m := range msgs {
+			out, err := json.Marshal(m)
+			if err != nil {
+				t.Fatalf("accepted message does not render: %v", err)
+			}
+			back, err := DecodeMessagesJSON(out)
+			if err != nil || !bytes.Equal(back[0].Data, m.Data) {
+				t.Fatalf("rendering %s does not decode back to the same data: %v", out, err)
+			}
+		}
+	})
+}
+
+func TestRecordRoundTrip(t *testing.T) {
+	m := &Message{ID: "id", Name: "n", Data: []byte{0, 1}, Encoding: "json", ContentType: "application/json", ClientID: "c",
+		ConnectionID: "k", Timestamp: 1700000000000, Extras: map[string]string{"b": "2", "a": "1"},
+		Serial: position.Serial{Region: "local", Epoch: 9, Seq: 42}, idFromClient: true}
+	got, err := decodeRecord("ch", encodeRecord(nil, m))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Channel, m.Position = "ch", position.Of(m.Serial).String()
+	a, _ := json.Marshal(m)
+	b, _ := json.Marshal(got)
+	if !bytes.Equal(a, b) || !got.idFromClient {
+		t.Fatalf("round trip:\n%s\n%s", a, b)
+	}
+}
+
+func FuzzDecodeRecord(f *testing.F) {
+	f.Add(encodeRecord(nil, &Message{ID: "x", Data: []byte("hello"), Extras: map[string]string{"k": "v"}, Serial: position.Serial{Region: "r", Epoch: 1, Seq: 2}}))
+	f.Add([]byte{1, 0})
+	f.Add([]byte{1, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := decodeRecord("c", b)
+		if err != nil {
+			return
+		}
+		again, err := decodeRecord("c", encodeRecord(nil, m))
+		if err != nil || again.Position != m.Position || !bytes.Equal(again.Data, m.Data) {
+			t.Fatalf("decoded record does not re-encode: %v", err)
+		}
+	})
+}
