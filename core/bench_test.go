@@ -243,6 +243,8 @@ func benchFanout(b *testing.B, d Durability) {
 	outstanding := func(published int) int64 { return int64(published)*subs - received.Load() }
 	limit := int64(benchFanoutWindow) * subs
 
+	giveUp := time.NewTimer(benchWaitLimit)
+	defer giveUp.Stop()
 	b.SetBytes(benchPayloadSize)
 	b.ResetTimer()
 	for i := range b.N {
@@ -254,7 +256,7 @@ func benchFanout(b *testing.B, d Durability) {
 			}
 			select {
 			case <-progress:
-			case <-time.After(benchWaitLimit):
+			case <-giveUp.C:
 				b.Fatalf("no delivery progress: %d of %d received, %d continuity events", received.Load(), target, lost.Load())
 			}
 			waiting.Store(false)
@@ -265,7 +267,7 @@ func benchFanout(b *testing.B, d Durability) {
 	}
 	select {
 	case <-allDone:
-	case <-time.After(benchWaitLimit):
+	case <-giveUp.C:
 		b.Fatalf("received %d of %d deliveries (%d continuity events)", received.Load(), target, lost.Load())
 	}
 	b.StopTimer()

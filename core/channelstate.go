@@ -24,6 +24,8 @@ type channelState struct {
 	// queued writes of an older generation are then refused. Written under
 	// mu, read by the committer without it.
 	gen atomic.Uint64
+	// announced is set once the channel.opened event was emitted.
+	announced atomic.Bool
 
 	mu         sync.Mutex
 	initDone   bool
@@ -83,7 +85,6 @@ func (ch *channelState) init() {
 	ch.initDone = true
 	ch.mu.Unlock()
 	e.active.Add(1)
-	e.emit(ChannelOpened, ch.name)
 }
 
 // newEpoch returns a fresh epoch: the creation time in milliseconds, which
@@ -146,7 +147,9 @@ func (ch *channelState) positionOf(seq uint64) string {
 // present, nothing in flight, nothing published or attached for the resume
 // window, and (in memory mode) no retained messages left.
 func (ch *channelState) idleLocked(now time.Time) bool {
-	if len(ch.subs) > 0 || ch.pending > 0 || (ch.presence != nil && ch.presence.len() > 0) {
+	// A live dedup index keeps the channel open: in memory mode it cannot
+	// be rebuilt after a reopen.
+	if len(ch.subs) > 0 || ch.pending > 0 || ch.dedup != nil || (ch.presence != nil && ch.presence.len() > 0) {
 		return false
 	}
 	if now.UnixMilli()-ch.lastActive < ch.e.opts.ResumeWindow.Milliseconds() {

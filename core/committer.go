@@ -22,6 +22,7 @@ type commitReq struct {
 const (
 	commitQueueLen  = 4096 // requests
 	maxBatchRecords = 2048
+	maxBatchBytes   = 32 << 20 // message payload bytes per store batch
 )
 
 // committer is the single writer to the store. It takes every queued
@@ -73,19 +74,19 @@ func (c *committer) start() {
 }
 
 // tryEnqueue queues r without blocking. When the queue is full it returns
-// a channel that is closed once there is room.
-func (c *committer) tryEnqueue(r *commitReq) <-chan struct{} {
+// a channel that is closed once there is room; after close it returns
+// ErrClosed. In both cases r was not queued.
+func (c *committer) tryEnqueue(r *commitReq) (<-chan struct{}, error) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	if c.closed {
-		go r.complete(ErrClosed)
-		return nil
+		return nil, ErrClosed
 	}
 	select {
 	case c.q <- r:
-		return nil
+		return nil, nil
 	default:
-		return c.space
+		return c.space, nil
 	}
 }
 
@@ -157,13 +158,14 @@ func (c *committer) loop() {
 			return
 		}
 		batch = append(batch[:0], first)
-		n := len(first.msgs)
+		n, size := len(first.msgs), reqSize(first)
 	collect:
-		for n < maxBatchRecords {
+		for n < maxBatchRecords && size < maxBatchBytes {
 			select {
 			case r := <-c.q:
 				batch = append(batch, r)
 				n += len(r.msgs)
+				size += reqSize(r)
 			default:
 				break collect
 			}
@@ -172,6 +174,14 @@ func (c *committer) loop() {
 		buf = c.process(b, batch, buf)
 		dirty = !c.fsync
 	}
+}
+
+func reqSize(r *commitReq) int {
+	n := 0
+	for _, m := range r.msgs {
+		n += m.Size()
+	}
+	return n
 }
 
 // process writes one batch and acknowledges or fails its requests.
@@ -228,8 +238,17 @@ func (c *committer) rollback(failed []*commitReq) {
 	for ch, r := range firstFailed {
 		ch.mu.Lock()
 		if ch.gen.Load() == r.gen {
+			first := r.msgs[0].Serial.Seq
 			ch.gen.Add(1)
-			ch.next = r.msgs[0].Serial.Seq
+			ch.next = first
+			// Attachments whose seam was placed after serials that are now
+			// reused (rewind counts from the last sequenced message) must
+			// receive the messages that will take those serials.
+			for _, a := range ch.subs {
+				if a.after >= first {
+					a.after = first - 1
+				}
+			}
 		}
 		ch.mu.Unlock()
 	}

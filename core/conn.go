@@ -251,7 +251,9 @@ func (a *Attachment) Detached() bool {
 }
 
 func (e *Engine) detach(a *Attachment) {
+	a.conn.q.mu.Lock()
 	ch := a.ch
+	a.conn.q.mu.Unlock()
 	if ch == nil {
 		return
 	}
@@ -314,11 +316,11 @@ func (e *Engine) attach(ctx context.Context, a *Attachment, rewind channel.Rewin
 		case resume:
 			s, ok := from.Get(e.opts.Region)
 			switch {
+			case ok && s.Epoch != ch.epoch:
+				a.Continuity = &Continuity{Channel: a.Channel, Reason: ReasonEpochChanged}
+				start = live
 			case !ok || s.Seq >= ch.next:
 				a.Continuity = &Continuity{Channel: a.Channel, Reason: ReasonUnknownPosition}
-				start = live
-			case s.Epoch != ch.epoch:
-				a.Continuity = &Continuity{Channel: a.Channel, Reason: ReasonEpochChanged}
 				start = live
 			case s.Seq+1 < low:
 				a.Continuity = &Continuity{Channel: a.Channel, Reason: ReasonExpired}
@@ -358,6 +360,9 @@ func (e *Engine) catchUp(ctx context.Context, a *Attachment, start, epoch uint64
 	q := &a.conn.q
 	cursor := start - 1 // last seq delivered to a
 	for {
+		if err := q.waitRoom(ctx); err != nil {
+			return err
+		}
 		ch, err := e.channel(a.Channel)
 		if err != nil {
 			return err
@@ -379,17 +384,31 @@ func (e *Engine) catchUp(ctx context.Context, a *Attachment, start, epoch uint64
 			return nil
 		}
 		inMemory := ch.log.len() > 0 && cursor+1 >= ch.log.first()
-		if inMemory || e.opts.Store == nil {
-			if !inMemory {
-				// Memory mode and the messages were dropped meanwhile.
-				a.Continuity = &Continuity{Channel: a.Channel, Reason: ReasonExpired, Position: ch.positionOf(cursor)}
-				a.Resumed = false
-				cursor = ch.delivered
-			}
-			q.pushReplay(a, ch.log.slice(cursor+1, ch.delivered))
+		if !inMemory && e.opts.Store == nil {
+			// Memory mode and the messages were dropped meanwhile.
+			a.Continuity = &Continuity{Channel: a.Channel, Reason: ReasonExpired, Position: ch.positionOf(cursor)}
+			a.Resumed = false
 			e.registerLocked(ch, a, ch.delivered)
 			ch.mu.Unlock()
 			return nil
+		}
+		if inMemory {
+			msgs := ch.log.slice(cursor+1, ch.delivered)
+			if len(msgs) <= q.limit/2 && q.tryPushReplay(a, msgs) {
+				e.registerLocked(ch, a, ch.delivered)
+				ch.mu.Unlock()
+				return nil
+			}
+			// Too much for the queue's free room: queue it while the
+			// reader drains, outside the lock, and look again.
+			ch.mu.Unlock()
+			for _, m := range msgs {
+				if err := q.pushWait(ctx, Event{Kind: EventMessage, Attachment: a, Message: m}); err != nil {
+					return err
+				}
+			}
+			cursor = msgs[len(msgs)-1].Serial.Seq
+			continue
 		}
 		hi := ch.delivered
 		if ch.log.len() > 0 {
@@ -402,12 +421,22 @@ func (e *Engine) catchUp(ctx context.Context, a *Attachment, start, epoch uint64
 			return err
 		}
 		if next == cursor {
-			// A gap: retention removed what we were about to read.
+			// A gap: retention removed what we were about to read. Say so,
+			// in the stream and in the attach result, and go on from the
+			// oldest message still stored.
 			cont := &Continuity{Channel: a.Channel, Reason: ReasonExpired, Position: ch.positionOf(cursor)}
+			a.Resumed, a.Continuity = false, cont
 			if err := q.pushWait(ctx, Event{Kind: EventContinuity, Attachment: a, Continuity: cont}); err != nil {
 				return err
 			}
-			next = hi
+			avail, err := e.storeAvailableFrom(a.Channel)
+			if err != nil {
+				return err
+			}
+			if avail-1 <= cursor {
+				avail = hi + 1 // nothing readable after the cursor: go to memory
+			}
+			next = avail - 1
 		}
 		cursor = next
 	}

@@ -294,6 +294,10 @@ func (e *Engine) channel(name string) (*channelState, error) {
 		sh.mu.Unlock()
 		return nil, ch.initErr
 	}
+	if ch.announced.CompareAndSwap(false, true) {
+		// Outside every lock, so that the callback may call the engine.
+		e.emit(ChannelOpened, name)
+	}
 	return ch, nil
 }
 
@@ -348,13 +352,16 @@ func (e *Engine) maxMessageSize(r NamespaceRules) int {
 
 // retention is how long a channel's log is kept.
 func (e *Engine) retention(r NamespaceRules) (d time.Duration, forever bool) {
+	// The log must cover the dedup window too: ids are recovered from it
+	// when a closed channel reopens.
+	floor := max(e.opts.ResumeWindow, e.opts.DedupWindow)
 	if r.Persisted && e.opts.Store != nil {
 		if r.Retention == 0 {
 			return 0, true
 		}
-		return max(r.Retention, e.opts.ResumeWindow), false
+		return max(r.Retention, floor), false
 	}
-	return e.opts.ResumeWindow, false
+	return floor, false
 }
 
 func (e *Engine) emit(kind ChannelEventKind, name string) {
@@ -432,26 +439,29 @@ func (e *Engine) retentionInterval() time.Duration {
 
 func (e *Engine) sweepChannels() {
 	now := e.now()
+	var closed []string
 	for i := range e.table {
 		sh := &e.table[i]
 		sh.mu.Lock()
 		for name, ch := range sh.channels {
+			ch.mu.Lock()
 			if !ch.initDone {
+				ch.mu.Unlock()
 				continue
 			}
-			ch.mu.Lock()
 			ch.trimMemoryLocked(now)
 			if ch.idleLocked(now) {
 				ch.closed = true
 				delete(sh.channels, name)
 				e.active.Add(-1)
-				ch.mu.Unlock()
-				e.emit(ChannelClosed, name)
-				continue
+				closed = append(closed, name)
 			}
 			ch.mu.Unlock()
 		}
 		sh.mu.Unlock()
+	}
+	for _, name := range closed {
+		e.emit(ChannelClosed, name)
 	}
 }
 

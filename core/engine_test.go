@@ -279,6 +279,13 @@ func TestRewindFromStoreBeyondMemory(t *testing.T) {
 		t.Run(md.name, func(t *testing.T) {
 			e, _ := md.build(t, Options{ChannelMemoryLimit: 5, SubscriberBuffer: 8})
 			publishN(t, e, "deep", 0, 100)
+			// Let fan-out settle: otherwise the tail arrives live, as a burst
+			// larger than the 8-event buffer (correctly a slow consumer).
+			waitFor(t, "fan-out", func() bool {
+				var d uint64
+				_ = e.withChannel("deep", func(ch *channelState) error { d = ch.delivered; return nil })
+				return d == 100
+			})
 			c := connect(t, e, ConnectOptions{})
 			// The replay (60) is larger than the queue (8): Attach waits for
 			// the reader, which must run concurrently.
@@ -574,13 +581,26 @@ func TestSlowConsumerLosesContinuityNotPublisher(t *testing.T) {
 			if cont.Reason != ReasonSlowConsumer || len(got) == 0 || cont.Position != got[len(got)-1].Position {
 				t.Fatalf("continuity %+v after %d messages", cont, len(got))
 			}
-			// Resuming from the given position recovers the rest exactly.
+			// Resuming from the given position recovers the rest exactly; the
+			// replay is larger than the buffer, so it is read concurrently.
+			type result struct {
+				msgs []*Message
+				err  error
+			}
+			rc := make(chan result, 1)
+			go func() {
+				m, _, err := tryCollect(slow, 30-len(got))
+				rc <- result{m, err}
+			}()
 			a, err := slow.Attach(context.Background(), "s", AttachOptions{From: cont.Position})
 			if err != nil || !a.Resumed {
 				t.Fatalf("resume after slow: %v %+v", err, a)
 			}
-			rest, _ := collect(t, slow, 30-len(got))
-			checkSeq(t, append(got, rest...), 0)
+			r := <-rc
+			if r.err != nil {
+				t.Fatal(r.err)
+			}
+			checkSeq(t, append(got, r.msgs...), 0)
 		})
 	}
 }
@@ -763,7 +783,7 @@ func TestRetentionTrimsStoreAndSignalsContinuity(t *testing.T) {
 			now := time.UnixMilli(1_700_000_000_000)
 			var mu sync.Mutex
 			clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-			e, _ := md.build(t, Options{Now: clock, ResumeWindow: time.Minute, JanitorInterval: 5 * time.Millisecond, ChannelMemoryLimit: 2})
+			e, _ := md.build(t, Options{Now: clock, ResumeWindow: time.Minute, DedupWindow: time.Minute, JanitorInterval: 5 * time.Millisecond, ChannelMemoryLimit: 2})
 			res := publishN(t, e, "ret", 0, 5)
 			mu.Lock()
 			now = now.Add(2 * time.Minute)
@@ -848,9 +868,14 @@ func TestIdleChannelsCloseWithLifecycleEvents(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	evMu.Lock()
-	got := append([]ChannelEvent(nil), events...)
-	evMu.Unlock()
+	// The closed event is emitted right after the channel leaves the table.
+	var got []ChannelEvent
+	waitFor(t, "lifecycle events", func() bool {
+		evMu.Lock()
+		defer evMu.Unlock()
+		got = append(got[:0], events...)
+		return len(got) >= 2
+	})
 	events = got
 	if len(events) != 2 || events[0].Kind != ChannelOpened || events[1].Kind != ChannelClosed {
 		t.Fatalf("events %+v", events)

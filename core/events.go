@@ -67,12 +67,14 @@ type eventQueue struct {
 	closed bool
 	notify chan struct{} // signalled when events are available
 	space  chan struct{} // signalled when events were taken
+	done   chan struct{} // closed by close, wakes every waiter
 }
 
 func (q *eventQueue) init(limit int) {
 	q.limit = limit
 	q.notify = make(chan struct{}, 1)
 	q.space = make(chan struct{}, 1)
+	q.done = make(chan struct{})
 }
 
 func signal(c chan struct{}) {
@@ -143,19 +145,24 @@ func (q *eventQueue) loseLocked(a *Attachment) {
 	q.lost = append(q.lost, a)
 }
 
-// pushReplay queues replayed messages regardless of the limit; the caller
-// bounds them (they come from the channel's bounded in-memory log).
-func (q *eventQueue) pushReplay(a *Attachment, msgs []*Message) {
+// tryPushReplay queues replayed messages if they all fit, and reports
+// whether they did.
+func (q *eventQueue) tryPushReplay(a *Attachment, msgs []*Message) bool {
 	if len(msgs) == 0 {
-		return
+		return true
 	}
 	q.mu.Lock()
+	if q.n+len(msgs) > q.limit {
+		q.mu.Unlock()
+		return false
+	}
 	for _, m := range msgs {
 		q.appendLocked(Event{Kind: EventMessage, Attachment: a, Message: m})
 	}
 	a.last = msgs[len(msgs)-1].Position
 	q.mu.Unlock()
 	signal(q.notify)
+	return true
 }
 
 // pushWait queues one event, waiting while the queue is full.
@@ -178,6 +185,7 @@ func (q *eventQueue) pushWait(ctx context.Context, ev Event) error {
 		q.mu.Unlock()
 		select {
 		case <-q.space:
+		case <-q.done:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -211,6 +219,29 @@ func (q *eventQueue) take(dst []Event, max int) []Event {
 	return dst
 }
 
+// waitRoom waits until at most half the queue is used, so that an
+// attachment registered for live delivery right after a replay is not
+// dropped by its first live message while the reader catches up.
+func (q *eventQueue) waitRoom(ctx context.Context) error {
+	for {
+		q.mu.Lock()
+		n, closed := q.n, q.closed
+		q.mu.Unlock()
+		if closed {
+			return ErrClosed
+		}
+		if n <= q.limit/2 {
+			return nil
+		}
+		select {
+		case <-q.space:
+		case <-q.done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
 func (q *eventQueue) len() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -219,6 +250,9 @@ func (q *eventQueue) len() int {
 
 func (q *eventQueue) close() {
 	q.mu.Lock()
+	if !q.closed {
+		close(q.done)
+	}
 	q.closed = true
 	q.buf, q.n, q.lost = nil, 0, nil
 	q.mu.Unlock()

@@ -111,9 +111,9 @@ func (e *Engine) PublishAsync(ctx context.Context, id *auth.Identity, connection
 	e.metrics.publishRequests.Inc()
 	for {
 		var wait <-chan struct{}
-		err := e.withChannel(name, func(ch *channelState) error {
-			wait = e.sequenceLocked(ctx, ch, msgs, done)
-			return nil
+		err := e.withChannel(name, func(ch *channelState) (err error) {
+			wait, err = e.sequenceLocked(ctx, ch, msgs, done)
+			return err
 		})
 		if err != nil {
 			return err
@@ -137,8 +137,9 @@ func autoID() string {
 
 // sequenceLocked deduplicates and assigns serials, then delivers (memory
 // mode) or queues the messages for commit. It returns a channel to wait on
-// when the commit queue is full and nothing was sequenced.
-func (e *Engine) sequenceLocked(ctx context.Context, ch *channelState, msgs []*Message, done func([]PublishResult, error)) <-chan struct{} {
+// when the commit queue is full, or an error when the engine is closing;
+// in both cases nothing was sequenced and done will not be called.
+func (e *Engine) sequenceLocked(ctx context.Context, ch *channelState, msgs []*Message, done func([]PublishResult, error)) (<-chan struct{}, error) {
 	now := e.now()
 	results := make([]PublishResult, len(msgs))
 	var dups map[int]*future
@@ -191,7 +192,7 @@ func (e *Engine) sequenceLocked(ctx context.Context, ch *channelState, msgs []*M
 	}
 	if len(fresh) == 0 {
 		complete(nil)
-		return nil
+		return nil, nil
 	}
 	ch.assignLocked(fresh, now)
 	if ch.dedup == nil && batchIDs != nil {
@@ -205,19 +206,19 @@ func (e *Engine) sequenceLocked(ctx context.Context, ch *channelState, msgs []*M
 	if e.commit == nil {
 		ch.deliverLocked(fresh)
 		complete(nil)
-		return nil
+		return nil, nil
 	}
 	req := &commitReq{ch: ch, gen: ch.gen.Load(), msgs: fresh, complete: complete}
-	if wait := e.commit.tryEnqueue(req); wait != nil {
+	wait, err := e.commit.tryEnqueue(req)
+	if wait != nil || err != nil {
 		// Undo: nothing after these serials was assigned (we hold the lock).
 		ch.next -= uint64(len(fresh))
 		ch.pending -= len(fresh)
 		for _, f := range futures {
 			f.resolve(PublishResult{}, errRetry)
 		}
-		return wait
 	}
-	return nil
+	return wait, err
 }
 
 var errRetry = apierr.New(apierr.Unavailable, "publish was not sequenced; retry")

@@ -58,7 +58,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// FAILS (memory, batch, fsync). Guarantee 4 with dedupWindow > resumeWindow
+// Regression: Guarantee 4 with dedupWindow > resumeWindow
 // (a valid configuration): the janitor closes the idle channel after the
 // resume window and drops its idempotency index; durable mode rebuilds it
 // from the store, whose records retention already trimmed to the resume
@@ -74,14 +74,8 @@ func TestReviewDedupWindowOutlivesIdleChannel(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			clk.Advance(3 * time.Minute) // inside the 10 minute dedup window
-			waitFor(t, "idle channel to close", func() bool { return len(e.ActiveChannels("dd", "", 0)) == 0 })
-			if e.opts.Store != nil {
-				waitFor(t, "retention", func() bool {
-					_, first, _, _, _ := e.opts.Store.Channel("dd")
-					return first == 0
-				})
-			}
+			clk.Advance(3 * time.Minute)      // past the resume window, inside the dedup window
+			time.Sleep(50 * time.Millisecond) // let the janitor and retention run
 			r2, err := e.Publish(ctx, nil, "", "", "dd", []*Message{{ID: "once", Data: []byte("a")}})
 			if err != nil {
 				t.Fatal(err)
@@ -89,11 +83,18 @@ func TestReviewDedupWindowOutlivesIdleChannel(t *testing.T) {
 			if !r2[0].Duplicate || r2[0].Serial != r1[0].Serial {
 				t.Fatalf("retry 3m after the original (dedup window 10m) was accepted again: first %+v, retry %+v", r1[0], r2[0])
 			}
+			// Past the dedup window the channel closes and the id is new again.
+			clk.Advance(11 * time.Minute)
+			waitFor(t, "idle channel to close", func() bool { return len(e.ActiveChannels("dd", "", 0)) == 0 })
+			r3, err := e.Publish(ctx, nil, "", "", "dd", []*Message{{ID: "once", Data: []byte("a")}})
+			if err != nil || r3[0].Duplicate {
+				t.Fatalf("retry after the dedup window: %+v %v", r3, err)
+			}
 		})
 	}
 }
 
-// FAILS (batch, fsync). Retention trims the store while a resume is being
+// Regression: Retention trims the store while a resume is being
 // replayed from it (the reader is slow, Attach waits in pushWait). catchUp
 // finds the gap, queues a continuity event, then jumps to the start of the
 // in-memory log: the store-retained messages in between are skipped and the
@@ -164,7 +165,7 @@ func TestReviewReplayGapDuringResume(t *testing.T) {
 	}
 }
 
-// FAILS (batch, fsync). rewind=N counts back from ch.next-1, i.e. from
+// Regression: rewind=N counts back from ch.next-1, i.e. from
 // serials that are sequenced but not yet written, and registers the
 // attachment with after = start-1 > delivered. If that write then fails,
 // the serials are rolled back and reused by the next accepted messages,
@@ -240,7 +241,7 @@ func TestReviewRewindCountSkipsSerialsReusedAfterFailedWrite(t *testing.T) {
 	}
 }
 
-// FAILS. eventQueue.close signals q.space once, so when two Attach calls of
+// Regression: eventQueue.close signals q.space once, so when two Attach calls of
 // one connection are both waiting for room during a replay, Close wakes only
 // one of them; the other stays blocked until its context ends (forever with
 // context.Background: a goroutine leak and a hung adapter).
@@ -285,7 +286,7 @@ func TestReviewCloseWakesEveryBlockedAttach(t *testing.T) {
 	}
 }
 
-// FAILS under -race. sweepChannels reads ch.initDone holding only the shard
+// Regression: sweepChannels reads ch.initDone holding only the shard
 // lock, while channelState.init writes it under ch.mu.
 func TestReviewJanitorInitDoneRace(t *testing.T) {
 	e, _ := modes()[0].build(t, Options{JanitorInterval: time.Millisecond})
@@ -297,7 +298,7 @@ func TestReviewJanitorInitDoneRace(t *testing.T) {
 	}
 }
 
-// FAILS under -race. Attachment.Detach and Conn.Close may both detach the
+// Regression: Attachment.Detach and Conn.Close may both detach the
 // same attachment; Engine.detach reads a.ch without conn.q.mu while the
 // other writes it (a.ch = nil) under conn.q.mu.
 func TestReviewDetachCloseRace(t *testing.T) {
@@ -321,13 +322,13 @@ func TestReviewDetachCloseRace(t *testing.T) {
 	}
 }
 
-// FAILS. Memory mode: an idle channel is closed and reopened with a new
+// Regression: Memory mode: an idle channel is closed and reopened with a new
 // epoch and seqs from 1. A resume from the old log is reported as
 // unknown-position instead of epoch-changed, because the "ahead of the log"
 // check runs before the epoch check.
 func TestReviewMemoryEpochChangeReason(t *testing.T) {
 	clk := newFakeClock()
-	e, _ := modes()[0].build(t, Options{Now: clk.Now, ResumeWindow: time.Minute, JanitorInterval: 2 * time.Millisecond})
+	e, _ := modes()[0].build(t, Options{Now: clk.Now, ResumeWindow: time.Minute, DedupWindow: time.Minute, JanitorInterval: 2 * time.Millisecond})
 	res := publishN(t, e, "ep", 0, 5)
 	clk.Advance(2 * time.Minute)
 	waitFor(t, "idle channel to close", func() bool { return len(e.ActiveChannels("ep", "", 0)) == 0 })
@@ -343,7 +344,7 @@ func TestReviewMemoryEpochChangeReason(t *testing.T) {
 	}
 }
 
-// PASSES (guarantee not covered elsewhere). With fan-out stalled behind an
+// With fan-out stalled behind an
 // acknowledged publish, resume exactly at the acked-but-undelivered serial,
 // resume before it, and rewind over it: no gap and no duplicate at the seam.
 func TestReviewResumeAtAckedNotYetFannedOut(t *testing.T) {
@@ -388,49 +389,39 @@ func TestReviewResumeAtAckedNotYetFannedOut(t *testing.T) {
 	}
 }
 
-// FAILS. The in-memory part of a rewind/resume is queued with pushReplay,
-// which ignores the connection's bound, so a rewind larger than the
-// subscriber buffer leaves the queue over its limit and the very next live
-// message drops the attachment as a slow consumer, although the reader has
-// done nothing wrong (Attach is documented to wait for the reader instead).
+// Regression: the in-memory part of a rewind larger than the connection's
+// buffer must not overfill the queue (which made the very next live message
+// drop the attachment as a slow consumer); Attach waits for the reader.
 func TestReviewRewindLargerThanBufferDropsAttachment(t *testing.T) {
 	for _, md := range modes() {
 		t.Run(md.name, func(t *testing.T) {
 			e, _ := md.build(t, Options{})
 			publishN(t, e, "big", 0, 50)
-			c := connect(t, e, ConnectOptions{Buffer: 10})
-			// The replay comes from the in-memory log: Attach returns at once.
-			if _, err := c.Attach(context.Background(), "[?rewind=50]big", AttachOptions{}); err != nil {
-				t.Fatal(err)
-			}
-			publishN(t, e, "big", 50, 1) // one live message before the reader catches up
 			waitFor(t, "fan-out", func() bool {
 				var d uint64
 				_ = e.withChannel("big", func(ch *channelState) error { d = ch.delivered; return nil })
-				return d == 51
+				return d == 50
 			})
-			var m []*Message
-			var cs []*Continuity
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			defer cancel()
-			for len(m) < 51 && len(cs) == 0 {
-				evs, err := c.Next(ctx, 100)
-				if err != nil {
-					break
-				}
-				for _, ev := range evs {
-					switch ev.Kind {
-					case EventMessage:
-						m = append(m, ev.Message)
-					case EventContinuity:
-						cs = append(cs, ev.Continuity)
-					}
-				}
+			c := connect(t, e, ConnectOptions{Buffer: 10})
+			type result struct {
+				msgs  []*Message
+				conts []*Continuity
+				err   error
 			}
-			if len(cs) > 0 || len(m) != 51 {
-				t.Fatalf("rewind=50 with buffer 10, then 1 live message: got %d of 51 messages, continuity %+v", len(m), cs[0])
+			rc := make(chan result, 1)
+			go func() {
+				m, cs, err := tryCollect(c, 51)
+				rc <- result{m, cs, err}
+			}()
+			if _, err := c.Attach(context.Background(), "[?rewind=50]big", AttachOptions{}); err != nil {
+				t.Fatal(err)
 			}
-			checkSeq(t, m, 0)
+			publishN(t, e, "big", 50, 1) // a live message right after the replay
+			r := <-rc
+			if r.err != nil || len(r.conts) > 0 {
+				t.Fatalf("rewind=50 with buffer 10, then 1 live message: %v, continuity %+v", r.err, r.conts)
+			}
+			checkSeq(t, r.msgs, 0)
 		})
 	}
 }
