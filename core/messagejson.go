@@ -4,12 +4,11 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"unicode/utf8"
 
 	"github.com/switchboardhq/switchboard/core/apierr"
+	"github.com/switchboardhq/switchboard/internal/strictjson"
 )
 
 // MessageJSON is the public JSON form of a message (DESIGN "Message JSON").
@@ -88,7 +87,7 @@ func DecodeMessagesJSON(body []byte) ([]*Message, error) {
 	}
 	var raws []json.RawMessage
 	if body[0] == '[' {
-		if err := strictUnmarshal(body, &raws); err != nil {
+		if err := strictjson.Unmarshal(body, &raws); err != nil {
 			return nil, err
 		}
 		if len(raws) == 0 {
@@ -117,7 +116,7 @@ func DecodeMessagesJSON(body []byte) ([]*Message, error) {
 
 func decodeMessageJSON(raw []byte) (*Message, error) {
 	var in inboundMessage
-	if err := strictUnmarshal(raw, &in); err != nil {
+	if err := strictjson.Unmarshal(raw, &in); err != nil {
 		return nil, err
 	}
 	m := &Message{Extras: in.Extras}
@@ -168,35 +167,6 @@ func decodeData(raw json.RawMessage, enc string) ([]byte, string, error) {
 		return b, enc[:len(enc)-len("/base64")], nil
 	}
 	return []byte(s), enc, nil
-}
-
-// strictUnmarshal decodes exactly one JSON value, rejecting unknown fields
-// and trailing data, and turns decoding errors into InvalidJSON errors that
-// name the offending field.
-func strictUnmarshal(b []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var te *json.UnmarshalTypeError
-		var se *json.SyntaxError
-		switch {
-		case errors.As(err, &te):
-			return apierr.Wrap(err, apierr.InvalidJSON, "field %q must be %s, not %s", te.Field, te.Type.String(), te.Value)
-		case errors.As(err, &se):
-			return apierr.Wrap(err, apierr.InvalidJSON, "invalid JSON at offset %d", se.Offset)
-		case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
-			return apierr.Wrap(err, apierr.InvalidJSON, "invalid JSON: unexpected end of input")
-		default:
-			return apierr.Wrap(err, apierr.InvalidJSON, "invalid JSON: %s", err.Error())
-		}
-	}
-	if dec.More() {
-		return apierr.New(apierr.InvalidJSON, "invalid JSON: trailing data after the value")
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return apierr.New(apierr.InvalidJSON, "invalid JSON: trailing data after the value")
-	}
-	return nil
 }
 
 // formatSize renders a byte count for error messages.

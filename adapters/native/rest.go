@@ -188,15 +188,25 @@ type restPublishResponse struct {
 	Messages []core.PublishResult `json:"messages"`
 }
 
-// handlePublish serves POST /v1/channels/{channel}/messages.
-func (a *restAPI) handlePublish(w http.ResponseWriter, r *http.Request) {
+// begin authenticates a request and parses its query, which may carry the
+// allowed parameters (and credentials). On failure it writes the error and
+// returns ok=false.
+func (a *restAPI) begin(w http.ResponseWriter, r *http.Request, allowed ...string) (id *auth.Identity, q restQuery, ok bool) {
 	id, err := a.authenticate(r)
+	if err == nil {
+		q, err = parseRESTQuery(r, allowed...)
+	}
 	if err != nil {
 		a.writeError(w, r, err)
-		return
+		return nil, restQuery{}, false
 	}
-	if _, err := parseRESTQuery(r); err != nil {
-		a.writeError(w, r, err)
+	return id, q, true
+}
+
+// handlePublish serves POST /v1/channels/{channel}/messages.
+func (a *restAPI) handlePublish(w http.ResponseWriter, r *http.Request) {
+	id, _, ok := a.begin(w, r)
+	if !ok {
 		return
 	}
 	name, err := restChannelName(r, "publishing")
@@ -235,14 +245,8 @@ func (a *restAPI) handlePublish(w http.ResponseWriter, r *http.Request) {
 
 // handleHistory serves GET /v1/channels/{channel}/messages.
 func (a *restAPI) handleHistory(w http.ResponseWriter, r *http.Request) {
-	id, err := a.authenticate(r)
-	if err != nil {
-		a.writeError(w, r, err)
-		return
-	}
-	q, err := parseRESTQuery(r, "limit", "direction", "start", "end", "from")
-	if err != nil {
-		a.writeError(w, r, err)
+	id, q, ok := a.begin(w, r, "limit", "direction", "start", "end", "from")
+	if !ok {
 		return
 	}
 	name, err := restChannelName(r, "history")
@@ -297,13 +301,8 @@ func (a *restAPI) handleHistory(w http.ResponseWriter, r *http.Request) {
 
 // handlePresence serves GET /v1/channels/{channel}/presence.
 func (a *restAPI) handlePresence(w http.ResponseWriter, r *http.Request) {
-	id, err := a.authenticate(r)
-	if err != nil {
-		a.writeError(w, r, err)
-		return
-	}
-	if _, err := parseRESTQuery(r); err != nil {
-		a.writeError(w, r, err)
+	id, _, ok := a.begin(w, r)
+	if !ok {
 		return
 	}
 	name, err := restChannelName(r, "presence")
@@ -326,14 +325,8 @@ func (a *restAPI) handlePresence(w http.ResponseWriter, r *http.Request) {
 // channels the caller may subscribe to or administer; it is never an
 // error to list, a caller who may see nothing gets an empty list.
 func (a *restAPI) handleChannels(w http.ResponseWriter, r *http.Request) {
-	id, err := a.authenticate(r)
-	if err != nil {
-		a.writeError(w, r, err)
-		return
-	}
-	q, err := parseRESTQuery(r, "prefix", "limit", "after")
-	if err != nil {
-		a.writeError(w, r, err)
+	id, q, ok := a.begin(w, r, "prefix", "limit", "after")
+	if !ok {
 		return
 	}
 	limit, err := q.intParam("limit", DefaultChannelsLimit, 1, MaxChannelsLimit)

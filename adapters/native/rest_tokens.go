@@ -4,15 +4,14 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"io"
 	"math"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/switchboardhq/switchboard/core/apierr"
 	"github.com/switchboardhq/switchboard/core/auth"
+	"github.com/switchboardhq/switchboard/internal/strictjson"
 )
 
 // restTokenRequest is the body of POST /v1/tokens. Every field is
@@ -41,13 +40,8 @@ type restTokenResponse struct {
 // token signed with its key. Dev, anonymous and token callers are refused
 // by the authenticator.
 func (a *restAPI) handleToken(w http.ResponseWriter, r *http.Request) {
-	id, err := a.authenticate(r)
-	if err != nil {
-		a.writeError(w, r, err)
-		return
-	}
-	if _, err := parseRESTQuery(r); err != nil {
-		a.writeError(w, r, err)
+	id, _, ok := a.begin(w, r)
+	if !ok {
 		return
 	}
 	body, err := a.readJSONBody(w, r)
@@ -88,7 +82,7 @@ func decodeTokenRequest(body []byte) (auth.TokenRequest, error) {
 		return req, nil
 	}
 	var in restTokenRequest
-	if err := restStrictUnmarshal(body, &in); err != nil {
+	if err := strictjson.Unmarshal(body, &in); err != nil {
 		return req, err
 	}
 	if in.ClientID != nil {
@@ -151,28 +145,3 @@ func parseTokenTTL(raw json.RawMessage) (time.Duration, error) {
 	return d, nil
 }
 
-// restStrictUnmarshal decodes exactly one JSON value into v, rejecting
-// unknown fields and trailing data, and reports problems as InvalidJSON
-// errors naming the offending field.
-func restStrictUnmarshal(b []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var te *json.UnmarshalTypeError
-		var se *json.SyntaxError
-		switch {
-		case errors.As(err, &te):
-			return apierr.Wrap(err, apierr.InvalidJSON, "field %s must be %s, not %s", strconv.Quote(te.Field), te.Type.String(), te.Value)
-		case errors.As(err, &se):
-			return apierr.Wrap(err, apierr.InvalidJSON, "invalid JSON at offset %d", se.Offset)
-		case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
-			return apierr.Wrap(err, apierr.InvalidJSON, "invalid JSON: unexpected end of input")
-		default:
-			return apierr.Wrap(err, apierr.InvalidJSON, "invalid JSON: %s", strings.TrimPrefix(err.Error(), "json: "))
-		}
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return apierr.New(apierr.InvalidJSON, "invalid JSON: trailing data after the value")
-	}
-	return nil
-}
