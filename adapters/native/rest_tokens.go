@@ -144,4 +144,3 @@ func parseTokenTTL(raw json.RawMessage) (time.Duration, error) {
 	}
 	return d, nil
 }
-
