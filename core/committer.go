@@ -4,6 +4,7 @@ import (
 	"context"
 	"hash/maphash"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/switchboardhq/switchboard/core/apierr"
@@ -45,6 +46,10 @@ type committer struct {
 	done   chan struct{}
 	wg     sync.WaitGroup
 	seed   maphash.Seed
+	// dirty is set by the committer after a write that was not synced;
+	// the syncer (batch mode) clears it and syncs, so that commits never
+	// wait behind a sync.
+	dirty atomic.Bool
 }
 
 func newCommitter(e *Engine, workers int) *committer {
@@ -70,7 +75,32 @@ func (c *committer) start() {
 		c.wg.Add(1)
 		go c.deliverLoop(q)
 	}
+	if !c.fsync {
+		c.wg.Add(1)
+		go c.syncLoop()
+	}
 	go c.loop()
+}
+
+// syncLoop makes batch-mode writes durable at least every FlushInterval.
+// Pebble lets commits proceed while a log sync is in progress.
+func (c *committer) syncLoop() {
+	defer c.wg.Done()
+	t := time.NewTicker(c.e.opts.FlushInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-c.quit:
+			return // Engine.Close syncs once everything is committed
+		}
+		if c.dirty.Swap(false) {
+			if err := c.st.Sync(); err != nil {
+				c.e.log.Error("store sync failed", "err", err)
+				c.dirty.Store(true)
+			}
+		}
+	}
 }
 
 // tryEnqueue queues r without blocking. When the queue is full it returns
@@ -116,13 +146,6 @@ func (c *committer) close(ctx context.Context) error {
 
 func (c *committer) loop() {
 	defer close(c.done)
-	var tick <-chan time.Time
-	if !c.fsync {
-		t := time.NewTicker(c.e.opts.FlushInterval)
-		defer t.Stop()
-		tick = t.C
-	}
-	dirty := false
 	batch := make([]*commitReq, 0, 256)
 	b := c.st.NewBatch()
 	defer b.Close()
@@ -131,14 +154,6 @@ func (c *committer) loop() {
 		var first *commitReq
 		select {
 		case first = <-c.q:
-		case <-tick:
-			if dirty {
-				if err := c.st.Sync(); err != nil {
-					c.e.log.Error("store sync failed", "err", err)
-				}
-				dirty = false
-			}
-			continue
 		case <-c.quit:
 			// Drain what was queued before close.
 			for {
@@ -172,7 +187,9 @@ func (c *committer) loop() {
 		}
 		c.signalSpace()
 		buf = c.process(b, batch, buf)
-		dirty = !c.fsync
+		if !c.fsync {
+			c.dirty.Store(true)
+		}
 	}
 }
 

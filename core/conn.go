@@ -341,7 +341,8 @@ func (e *Engine) attach(ctx context.Context, a *Attachment, rewind channel.Rewin
 			if e.opts.Store == nil {
 				rewindFrom = ch.log.seqAtTime(now.Add(-rewind.Duration).UnixMilli())
 			}
-			start = max(low, min(rewindFrom, live))
+			// Cap at the next serial, not at fan-out, which may lag acks.
+			start = max(low, min(rewindFrom, ch.next))
 		default:
 			start = live
 		}

@@ -170,12 +170,19 @@ func (e *Engine) sequenceLocked(ctx context.Context, ch *channelState, msgs []*M
 		}
 		fresh = append(fresh, m)
 		freshIdx = append(freshIdx, i)
-		futures = append(futures, newFuture())
+		// Only client ids can be looked up again; others need no future.
+		var f *future
+		if m.idFromClient {
+			f = newFuture()
+		}
+		futures = append(futures, f)
 	}
 	complete := func(err error) {
 		for k, m := range fresh {
 			r := PublishResult{ID: m.ID, Serial: m.Position, Timestamp: m.Timestamp}
-			futures[k].resolve(r, err)
+			if futures[k] != nil {
+				futures[k].resolve(r, err)
+			}
 			results[freshIdx[k]] = r
 		}
 		if err != nil {
@@ -215,7 +222,9 @@ func (e *Engine) sequenceLocked(ctx context.Context, ch *channelState, msgs []*M
 		ch.next -= uint64(len(fresh))
 		ch.pending -= len(fresh)
 		for _, f := range futures {
-			f.resolve(PublishResult{}, errRetry)
+			if f != nil {
+				f.resolve(PublishResult{}, errRetry)
+			}
 		}
 	}
 	return wait, err
