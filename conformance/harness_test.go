@@ -165,14 +165,6 @@ type publishReply struct {
 	} `json:"messages"`
 }
 
-type apiError struct {
-	Error struct {
-		Code       int    `json:"code"`
-		StatusCode int    `json:"statusCode"`
-		Message    string `json:"message"`
-	} `json:"error"`
-}
-
 var httpClient = &http.Client{Timeout: 10 * time.Second}
 
 func (s *server) do(ctx context.Context, method, path string, body any) (*http.Response, []byte, error) {

@@ -180,8 +180,8 @@ func (ch *channelState) trimMemoryLocked(now time.Time) {
 	}
 }
 
-// firstRetainedLocked returns the lowest seq still available in memory, for
-// memory mode.
+// firstInMemoryLocked returns the lowest seq still held in memory (the next
+// seq when none is).
 func (ch *channelState) firstInMemoryLocked() uint64 {
 	if ch.log.len() == 0 {
 		return ch.delivered + 1
