@@ -81,7 +81,7 @@ func (ch *channelState) init() {
 	ch.next = last + 1
 	ch.delivered = last
 	ch.lastActive = now.UnixMilli()
-	ch.log.init(e.opts.ChannelMemoryLimit, last+1)
+	ch.log.init(e.memoryLimit(), last+1)
 	ch.initDone = true
 	ch.mu.Unlock()
 	e.active.Add(1)

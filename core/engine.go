@@ -339,6 +339,20 @@ func (e *Engine) withChannel(name string, fn func(ch *channelState) error) error
 	}
 }
 
+// durableCacheLimit bounds the in-memory log of a channel in durable modes,
+// where it only caches the store's tail for short rewinds and resumes:
+// keeping more costs GC time on every publish for little gain.
+const durableCacheLimit = 128
+
+// memoryLimit is how many recent messages a channel keeps in memory: its
+// whole log in memory mode, a cache of the store's tail otherwise.
+func (e *Engine) memoryLimit() int {
+	if e.opts.Store != nil {
+		return min(e.opts.ChannelMemoryLimit, durableCacheLimit)
+	}
+	return e.opts.ChannelMemoryLimit
+}
+
 func (e *Engine) rules(name string) NamespaceRules {
 	return e.opts.Namespace(channel.Namespace(name))
 }
