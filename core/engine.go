@@ -107,7 +107,10 @@ type Options struct {
 	PresenceGrace      time.Duration // default 15s
 	MaxMessageSize     int           // default 64 KiB
 	SubscriberBuffer   int           // default 1024 events per connection
-	ChannelMemoryLimit int           // most recent messages kept in memory per channel; default 1000
+	// ChannelMemoryLimit is how many recent messages a channel keeps in
+	// memory: its whole log in memory mode (default 1000); in durable modes
+	// a cache of the store's tail of at most 128.
+	ChannelMemoryLimit int
 	// Namespace returns the rules of a namespace (the part of a channel name
 	// before the first ':'). Nil means default rules everywhere.
 	Namespace func(namespace string) NamespaceRules

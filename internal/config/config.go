@@ -124,7 +124,8 @@ type Config struct {
 	// slow-consumer policy applies.
 	SubscriberBuffer int `yaml:"subscriberBuffer"`
 	// ChannelMemoryLimit is the number of most recent messages of a channel
-	// kept in memory.
+	// kept in memory: the channel's whole log in memory durability, a cache
+	// of the store's tail (at most 128) in the durable modes.
 	ChannelMemoryLimit int `yaml:"channelMemoryLimit"`
 
 	// CORS is the cross-origin policy of the HTTP listener.
