@@ -313,15 +313,11 @@ func TestRewindFromStoreBeyondMemory(t *testing.T) {
 func TestRewindByDuration(t *testing.T) {
 	for _, md := range modes() {
 		t.Run(md.name, func(t *testing.T) {
-			now := time.UnixMilli(1_700_000_000_000)
-			var mu sync.Mutex
-			clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-			e, _ := md.build(t, Options{Now: clock})
+			clk := newFakeClock()
+			e, _ := md.build(t, Options{Now: clk.Now})
 			for i := 0; i < 10; i++ {
 				publishN(t, e, "t", i, 1)
-				mu.Lock()
-				now = now.Add(10 * time.Second)
-				mu.Unlock()
+				clk.Advance(10 * time.Second)
 			}
 			// now = T+100s; messages at T+0..T+90s. rewind=35s -> T+65.. -> 7,8,9
 			c := connect(t, e, ConnectOptions{})
@@ -529,15 +525,11 @@ func TestIdempotentPublish(t *testing.T) {
 }
 
 func TestDedupWindowExpires(t *testing.T) {
-	now := time.UnixMilli(1_700_000_000_000)
-	var mu sync.Mutex
-	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	e, _ := modes()[0].build(t, Options{Now: clock, DedupWindow: time.Minute, JanitorInterval: 5 * time.Millisecond})
+	clk := newFakeClock()
+	e, _ := modes()[0].build(t, Options{Now: clk.Now, DedupWindow: time.Minute, JanitorInterval: 5 * time.Millisecond})
 	ctx := context.Background()
 	r1, _ := e.Publish(ctx, nil, "", "", "w", []*Message{{ID: "x"}})
-	mu.Lock()
-	now = now.Add(61 * time.Second)
-	mu.Unlock()
+	clk.Advance(61 * time.Second)
 	time.Sleep(50 * time.Millisecond) // let the janitor expire the id
 	r2, err := e.Publish(ctx, nil, "", "", "w", []*Message{{ID: "x"}})
 	if err != nil || r2[0].Duplicate || r2[0].Serial == r1[0].Serial {
@@ -754,15 +746,11 @@ func TestHistoryPagination(t *testing.T) {
 func TestHistoryTimeBounds(t *testing.T) {
 	for _, md := range modes() {
 		t.Run(md.name, func(t *testing.T) {
-			now := time.UnixMilli(1_700_000_000_000)
-			var mu sync.Mutex
-			clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-			e, _ := md.build(t, Options{Now: clock})
+			clk := newFakeClock()
+			e, _ := md.build(t, Options{Now: clk.Now})
 			for i := 0; i < 10; i++ {
 				publishN(t, e, "tb", i, 1)
-				mu.Lock()
-				now = now.Add(time.Second)
-				mu.Unlock()
+				clk.Advance(time.Second)
 			}
 			base := time.UnixMilli(1_700_000_000_000)
 			page, err := e.History(context.Background(), nil, HistoryQuery{Channel: "tb", Direction: Forwards,
@@ -780,14 +768,10 @@ func TestHistoryTimeBounds(t *testing.T) {
 func TestRetentionTrimsStoreAndSignalsContinuity(t *testing.T) {
 	for _, md := range modes()[1:] {
 		t.Run(md.name, func(t *testing.T) {
-			now := time.UnixMilli(1_700_000_000_000)
-			var mu sync.Mutex
-			clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-			e, _ := md.build(t, Options{Now: clock, ResumeWindow: time.Minute, DedupWindow: time.Minute, JanitorInterval: 5 * time.Millisecond, ChannelMemoryLimit: 2})
+			clk := newFakeClock()
+			e, _ := md.build(t, Options{Now: clk.Now, ResumeWindow: time.Minute, DedupWindow: time.Minute, JanitorInterval: 5 * time.Millisecond, ChannelMemoryLimit: 2})
 			res := publishN(t, e, "ret", 0, 5)
-			mu.Lock()
-			now = now.Add(2 * time.Minute)
-			mu.Unlock()
+			clk.Advance(2 * time.Minute)
 			publishN(t, e, "ret", 5, 1)
 			deadline := time.Now().Add(5 * time.Second)
 			for {
@@ -847,20 +831,16 @@ func TestBadInput(t *testing.T) {
 }
 
 func TestIdleChannelsCloseWithLifecycleEvents(t *testing.T) {
-	now := time.UnixMilli(1_700_000_000_000)
-	var mu sync.Mutex
-	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	clk := newFakeClock()
 	var evMu sync.Mutex
 	var events []ChannelEvent
-	e, _ := modes()[1].build(t, Options{Now: clock, JanitorInterval: 5 * time.Millisecond, ResumeWindow: time.Minute,
+	e, _ := modes()[1].build(t, Options{Now: clk.Now, JanitorInterval: 5 * time.Millisecond, ResumeWindow: time.Minute,
 		OnChannelEvent: func(ev ChannelEvent) { evMu.Lock(); events = append(events, ev); evMu.Unlock() }})
 	publishN(t, e, "life", 0, 1)
 	if got := e.ActiveChannels("", "", 0); len(got) != 1 || got[0].Name != "life" {
 		t.Fatalf("active %+v", got)
 	}
-	mu.Lock()
-	now = now.Add(2 * time.Minute)
-	mu.Unlock()
+	clk.Advance(2 * time.Minute)
 	deadline := time.Now().Add(5 * time.Second)
 	for len(e.ActiveChannels("", "", 0)) != 0 {
 		if time.Now().After(deadline) {
