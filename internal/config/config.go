@@ -24,6 +24,8 @@ import (
 	"log/slog"
 	"strings"
 	"time"
+
+	"github.com/switchboardhq/switchboard/core/auth"
 )
 
 // Off is the listen address that disables a listener.
@@ -43,18 +45,19 @@ const (
 	DurabilityMemory Durability = "memory"
 )
 
-// Operation is an operation that a capability grants on matching channels.
-type Operation string
+// Operation is an operation that a capability grants on matching channels:
+// one of auth's operations, or OpAll.
+type Operation = auth.Operation
 
-// Operations. OpAll grants every operation.
+// Operations, as defined by package auth. OpAll grants every operation.
 const (
-	OpPublish   Operation = "publish"
-	OpSubscribe Operation = "subscribe"
-	OpPresence  Operation = "presence"
-	OpHistory   Operation = "history"
-	OpQueue     Operation = "queue"
-	OpAdmin     Operation = "admin"
-	OpAll       Operation = "*"
+	OpPublish   = auth.OpPublish
+	OpSubscribe = auth.OpSubscribe
+	OpPresence  = auth.OpPresence
+	OpHistory   = auth.OpHistory
+	OpQueue     = auth.OpQueue
+	OpAdmin     = auth.OpAdmin
+	OpAll       = Operation(auth.WildcardOperation)
 )
 
 // Source is a kind of channel event that a queue rule can route.

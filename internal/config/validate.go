@@ -403,11 +403,7 @@ func checkCapabilityPattern(s string) error {
 }
 
 func validOperation(op Operation) bool {
-	switch op {
-	case OpPublish, OpSubscribe, OpPresence, OpHistory, OpQueue, OpAdmin, OpAll:
-		return true
-	}
-	return false
+	return op == OpAll || op.Valid()
 }
 
 // printable reports whether s is valid UTF-8 without control characters.

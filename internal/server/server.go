@@ -226,7 +226,7 @@ func authOps(ops []config.Operation) []auth.Operation {
 		if op == config.OpAll {
 			return auth.AllOperations()
 		}
-		out = append(out, auth.Operation(op))
+		out = append(out, op)
 	}
 	return out
 }
