@@ -89,14 +89,20 @@ func freePort(t testing.TB) string {
 }
 
 // startServer runs switchboard with the given data directory and extra
-// flags, and waits until /readyz answers 200.
+// flags on a free port, and waits until /readyz answers 200.
 func startServer(t testing.TB, dataDir string, extra ...string) *server {
+	t.Helper()
+	return startServerOn(t, freePort(t), dataDir, extra...)
+}
+
+// startServerOn is startServer on a given HTTP address, so that a restarted
+// server comes back where its clients expect it.
+func startServerOn(t testing.TB, addr, dataDir string, extra ...string) *server {
 	t.Helper()
 	cfgPath := filepath.Join(t.TempDir(), "switchboard.yaml")
 	if err := os.WriteFile(cfgPath, []byte(testConfig), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	addr := freePort(t)
 	args := append([]string{"serve", "--config", cfgPath, "--data", dataDir, "--http", addr,
 		"--mqtt", "off", "--stomp", "off", "--amqp", "off"}, extra...)
 	s := &server{t: t, baseURL: "http://" + addr, logs: &lockedBuffer{}, done: make(chan struct{})}

@@ -14,51 +14,24 @@ import (
 
 	"github.com/switchboardhq/switchboard/core/apierr"
 	"github.com/switchboardhq/switchboard/core/auth"
+	"github.com/switchboardhq/switchboard/internal/httperr"
 )
-
-// restErrorBody is the JSON form of every REST error.
-type restErrorBody struct {
-	Error restErrorDetail `json:"error"`
-}
-
-type restErrorDetail struct {
-	Code       apierr.Code `json:"code"`
-	StatusCode int         `json:"statusCode"`
-	Message    string      `json:"message"`
-}
 
 // writeError replies with err as a JSON error. Causes are never shown to
 // the client; server-side failures are logged with them.
 func (a *restAPI) writeError(w http.ResponseWriter, r *http.Request, err error) {
-	e := apierr.From(err)
-	status := e.StatusCode
-	if status < 400 || status > 599 {
-		status = e.Code.Status()
-	}
+	status, _ := httperr.Render(err)
 	attrs := []any{
 		"method", r.Method, "path", r.URL.EscapedPath(),
-		"status", status, "code", int(e.Code),
+		"status", status, "code", int(apierr.CodeOf(err)),
 		"requestId", w.Header().Get("X-Request-Id"),
 	}
 	if status >= 500 {
 		a.log.Error("rest request failed", append(attrs, "err", err)...)
 	} else {
-		a.log.Debug("rest request refused", append(attrs, "message", e.Message)...)
+		a.log.Debug("rest request refused", append(attrs, "message", apierr.From(err).Message)...)
 	}
-	if status == http.StatusUnauthorized {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="switchboard"`)
-	}
-	b, merr := json.Marshal(restErrorBody{Error: restErrorDetail{Code: e.Code, StatusCode: status, Message: e.Message}})
-	if merr != nil {
-		// Marshalling a struct of a number and strings cannot fail; keep
-		// a well-formed reply anyway.
-		b = []byte(`{"error":{"code":50000,"statusCode":500,"message":"internal error"}}`)
-		status = http.StatusInternalServerError
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	_, _ = w.Write(append(b, '\n'))
+	httperr.Write(w, err)
 }
 
 // writeJSON replies with v as JSON.

@@ -133,6 +133,8 @@ type Config struct {
 
 	// CORS is the cross-origin policy of the HTTP listener.
 	CORS CORS `yaml:"cors"`
+	// SSE configures the Server-Sent Events endpoint.
+	SSE SSE `yaml:"sse"`
 	// Log configures the server's logs.
 	Log Log `yaml:"log"`
 	// ShutdownTimeout bounds a graceful shutdown.
@@ -164,6 +166,25 @@ type CORS struct {
 	// AllowCredentials allows credentialed requests; it cannot be combined
 	// with the "*" origin.
 	AllowCredentials bool `yaml:"allowCredentials"`
+}
+
+// SSE configures the Server-Sent Events endpoint (GET /v1/sse).
+type SSE struct {
+	// Heartbeat is the interval of heartbeat comments on idle streams.
+	Heartbeat Duration `yaml:"heartbeat"`
+	// Retry is the reconnection delay hinted to clients.
+	Retry Duration `yaml:"retry"`
+	// MaxChannels bounds the channels of one stream.
+	MaxChannels int `yaml:"maxChannels"`
+	// MaxStreamsPerKey bounds the open streams of one API key (anonymous
+	// streams share one count).
+	MaxStreamsPerKey int `yaml:"maxStreamsPerKey"`
+	// Buffer is a stream's queue of undelivered events before the
+	// slow-consumer policy applies; 0 uses subscriberBuffer.
+	Buffer int `yaml:"buffer"`
+	// WriteTimeout bounds how long a write to a client that does not read
+	// may block before its stream is dropped.
+	WriteTimeout Duration `yaml:"writeTimeout"`
 }
 
 // Log configures logging.
@@ -325,8 +346,15 @@ func Default() Config {
 		SubscriberBuffer:   1024,
 		ChannelMemoryLimit: 1000,
 		CORS:               CORS{AllowedOrigins: []string{"*"}},
-		Log:                Log{Level: "info", Format: "text"},
-		ShutdownTimeout:    Duration(15 * time.Second),
+		SSE: SSE{
+			Heartbeat:        Duration(15 * time.Second),
+			Retry:            Duration(2 * time.Second),
+			MaxChannels:      100,
+			MaxStreamsPerKey: 10000,
+			WriteTimeout:     Duration(30 * time.Second),
+		},
+		Log:             Log{Level: "info", Format: "text"},
+		ShutdownTimeout: Duration(15 * time.Second),
 	}
 }
 

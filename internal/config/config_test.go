@@ -140,6 +140,12 @@ func TestNames(t *testing.T) {
 		"channelMemoryLimit":    {"SWITCHBOARD_CHANNEL_MEMORY_LIMIT", "channel-memory-limit"},
 		"cors.allowedOrigins":   {"SWITCHBOARD_CORS_ALLOWED_ORIGINS", "cors-allowed-origins"},
 		"cors.allowCredentials": {"SWITCHBOARD_CORS_ALLOW_CREDENTIALS", "cors-allow-credentials"},
+		"sse.heartbeat":         {"SWITCHBOARD_SSE_HEARTBEAT", "sse-heartbeat"},
+		"sse.retry":             {"SWITCHBOARD_SSE_RETRY", "sse-retry"},
+		"sse.maxChannels":       {"SWITCHBOARD_SSE_MAX_CHANNELS", "sse-max-channels"},
+		"sse.maxStreamsPerKey":  {"SWITCHBOARD_SSE_MAX_STREAMS_PER_KEY", "sse-max-streams-per-key"},
+		"sse.buffer":            {"SWITCHBOARD_SSE_BUFFER", "sse-buffer"},
+		"sse.writeTimeout":      {"SWITCHBOARD_SSE_WRITE_TIMEOUT", "sse-write-timeout"},
 		"log.level":             {"SWITCHBOARD_LOG_LEVEL", "log-level"},
 		"log.format":            {"SWITCHBOARD_LOG_FORMAT", "log-format"},
 		"shutdownTimeout":       {"SWITCHBOARD_SHUTDOWN_TIMEOUT", "shutdown-timeout"},
@@ -174,7 +180,7 @@ func TestNames(t *testing.T) {
 		switch k {
 		case "keys", "namespaces", "queues":
 			continue
-		case "tls", "cors", "log":
+		case "tls", "cors", "sse", "log":
 			continue
 		}
 		if !keys[k] {

@@ -16,6 +16,7 @@ import (
 const (
 	maxSize             = GiB
 	maxSubscriberBuffer = 1 << 20
+	maxSSEChannels      = 1000
 	maxChannelMemory    = 10_000_000
 	maxChannelNameLen   = 256
 	maxQueueNameLen     = 255
@@ -132,6 +133,9 @@ func (c *Config) validate() []*FieldError {
 		{"dedupWindow", c.DedupWindow},
 		{"connectionStateTTL", c.ConnectionStateTTL},
 		{"shutdownTimeout", c.ShutdownTimeout},
+		{"sse.heartbeat", c.SSE.Heartbeat},
+		{"sse.retry", c.SSE.Retry},
+		{"sse.writeTimeout", c.SSE.WriteTimeout},
 	} {
 		if d.d <= 0 {
 			p.add(d.key, "must be more than 0, not %v", d.d)
@@ -147,6 +151,16 @@ func (c *Config) validate() []*FieldError {
 	}
 	if c.ChannelMemoryLimit < 1 || c.ChannelMemoryLimit > maxChannelMemory {
 		p.add("channelMemoryLimit", "must be between 1 and %d, not %d", maxChannelMemory, c.ChannelMemoryLimit)
+	}
+
+	if c.SSE.MaxChannels < 1 || c.SSE.MaxChannels > maxSSEChannels {
+		p.add("sse.maxChannels", "must be between 1 and %d, not %d", maxSSEChannels, c.SSE.MaxChannels)
+	}
+	if c.SSE.MaxStreamsPerKey < 1 {
+		p.add("sse.maxStreamsPerKey", "must be at least 1, not %d", c.SSE.MaxStreamsPerKey)
+	}
+	if c.SSE.Buffer < 0 || c.SSE.Buffer > maxSubscriberBuffer {
+		p.add("sse.buffer", "must be between 0 (use subscriberBuffer) and %d, not %d", maxSubscriberBuffer, c.SSE.Buffer)
 	}
 
 	wildcard := false

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/switchboardhq/switchboard/adapters/native"
+	"github.com/switchboardhq/switchboard/adapters/sse"
 	"github.com/switchboardhq/switchboard/core"
 	"github.com/switchboardhq/switchboard/core/auth"
 	"github.com/switchboardhq/switchboard/core/channel"
@@ -88,7 +89,22 @@ func New(cfg config.Config, log *slog.Logger) (_ *Server, err error) {
 		return nil, fmt.Errorf("starting the engine: %w", err)
 	}
 
+	events, err := sse.New(s.engine, sse.Options{
+		Heartbeat:        time.Duration(cfg.SSE.Heartbeat),
+		Retry:            time.Duration(cfg.SSE.Retry),
+		MaxChannels:      cfg.SSE.MaxChannels,
+		MaxStreamsPerKey: cfg.SSE.MaxStreamsPerKey,
+		Buffer:           cfg.SSE.Buffer,
+		WriteTimeout:     time.Duration(cfg.SSE.WriteTimeout),
+		Logger:           log.With("component", "sse"),
+		Registerer:       s.registry,
+	})
+	if err != nil {
+		return nil, err
+	}
+
 	mux := http.NewServeMux()
+	mux.Handle("/v1/sse", events)
 	mux.Handle("/v1/", native.NewREST(s.engine, s.auth, native.RESTOptions{
 		MaxRequestBody: int64(cfg.MaxRequestBody),
 		Logger:         log.With("component", "rest"),
@@ -102,6 +118,9 @@ func New(cfg config.Config, log *slog.Logger) (_ *Server, err error) {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	// Streams never go idle on their own: shutting down ends them with a
+	// reconnection hint so that the drain can complete.
+	s.http.RegisterOnShutdown(events.Drain)
 	if config.Enabled(cfg.HTTP) {
 		s.httpLn, err = net.Listen("tcp", cfg.HTTP)
 		if err != nil {
@@ -137,7 +156,7 @@ func (s *Server) Run(ctx context.Context) error {
 				errc <- fmt.Errorf("http server: %w", err)
 			}
 		}()
-		s.log.Info("listener up", "protocol", "http", "addr", s.HTTPAddr(), "serves", "REST /v1, /healthz, /readyz, /metrics")
+		s.log.Info("listener up", "protocol", "http", "addr", s.HTTPAddr(), "serves", "REST /v1, SSE /v1/sse, /healthz, /readyz, /metrics")
 	} else {
 		s.log.Info("listener off", "protocol", "http")
 	}
