@@ -149,6 +149,13 @@ type rawStream struct {
 
 func openRaw(t *testing.T, url string, header http.Header) *rawStream {
 	t.Helper()
+	return openRawPaused(t, url, header, nil)
+}
+
+// openRawPaused is openRaw whose reading starts only when start is closed
+// (nil: at once), so that the client can play a consumer that stalls.
+func openRawPaused(t *testing.T, url string, header http.Header, start <-chan struct{}) *rawStream {
+	t.Helper()
 	resp := get(t, url, header)
 	if resp.StatusCode != http.StatusOK {
 		body, _ := io.ReadAll(resp.Body)
@@ -156,7 +163,12 @@ func openRaw(t *testing.T, url string, header http.Header) *rawStream {
 		t.Fatalf("GET %s: %d %s", url, resp.StatusCode, body)
 	}
 	s := &rawStream{resp: resp, events: make(chan event, 1<<16), comments: make(chan string, 1<<10), done: make(chan struct{})}
-	go s.read()
+	go func() {
+		if start != nil {
+			<-start
+		}
+		s.read()
+	}()
 	t.Cleanup(func() {
 		resp.Body.Close()
 		<-s.done

@@ -123,17 +123,20 @@ func TestResumeAcrossDroppedConnections(t *testing.T) {
 				f.publish(t, ch, d...)
 				want[ch] = append(want[ch], d...)
 			}
-			time.Sleep(time.Millisecond)
+			time.Sleep(4 * time.Millisecond)
 		}
 	}()
+	// Cut every connection whenever the client has come back.
 	cuts := 0
 	for done := false; !done; {
 		select {
 		case <-published:
 			done = true
-		case <-time.After(15 * time.Millisecond):
-			f.srv.CloseClientConnections()
-			cuts++
+		case <-time.After(30 * time.Millisecond):
+			if fl.attachedCount() > cuts {
+				f.srv.CloseClientConnections()
+				cuts++
+			}
 		}
 	}
 	waitFor(t, "every message", func() bool {
@@ -155,7 +158,7 @@ func TestResumeAcrossDroppedConnections(t *testing.T) {
 			t.Errorf("unexpected %s event: %s", ev.Event, ev.Data)
 		}
 	}
-	if fl.attachedCount() < 2 {
+	if cuts < 3 || fl.attachedCount() <= cuts {
 		t.Errorf("the client attached %d times over %d cuts; the test did not exercise resume", fl.attachedCount(), cuts)
 	}
 	t.Logf("%d cuts, %d attaches", cuts, fl.attachedCount())
@@ -482,17 +485,21 @@ func TestSlowConsumerGetsContinuityThenResumes(t *testing.T) {
 		sse:    Options{Buffer: 16},
 		engine: core.Options{ChannelMemoryLimit: 2 * total},
 	})
-	s := openRaw(t, f.url("channels=firehose"), nil)
-	s.nextOf(t, eventAttached)
-	// Each message is 16 KiB: far more than the socket buffers hold while
-	// the test does not read.
+	start := make(chan struct{})
+	s := openRawPaused(t, f.url("channels=firehose"), nil, start)
+	waitFor(t, "the stream to attach", func() bool { return f.e.Stats().Subscriptions == 1 })
+	// The client does not read while 1500 messages of 16 KiB (24 MiB, far
+	// more than the socket buffers hold) are published.
 	pad := strings.Repeat("x", 16<<10)
 	var want []string
+	t0 := time.Now()
 	for i := range total {
 		d := strconv.Itoa(i) + ":" + pad
 		f.publish(t, "firehose", d)
 		want = append(want, d)
 	}
+	t.Logf("published in %v", time.Since(t0))
+	close(start)
 	var got []string
 	lastID := ""
 	var cont *event
