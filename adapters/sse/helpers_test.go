@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	r3sse "github.com/r3labs/sse/v2"
 	"github.com/prometheus/client_golang/prometheus"
+	r3sse "github.com/r3labs/sse/v2"
 	backoff "gopkg.in/cenkalti/backoff.v1"
 
 	"github.com/switchboardhq/switchboard/core"

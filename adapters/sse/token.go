@@ -32,7 +32,7 @@ import (
 const (
 	tokenVersion = 1
 	// MaxTokenLength bounds the accepted event id, in characters.
-	MaxTokenLength = 16 << 10
+	MaxTokenLength  = 16 << 10
 	maxTokenRegions = 64
 )
 
