@@ -103,9 +103,10 @@ func New(engine *core.Engine, opts Options) (*Handler, error) {
 	}, nil
 }
 
-// Drain ends every open stream with a reconnection hint and makes new
-// requests fail with 503, so that clients reconnect to another node (or to
-// this one once it is back). Call it when the server starts shutting down.
+// Drain ends every open stream with a reconnection hint, and answers new
+// requests with an empty stream and the same hint, so that clients
+// reconnect to another node (or to this one once it is back). Call it when
+// the server starts shutting down.
 func (h *Handler) Drain() {
 	h.drainOnce.Do(func() { close(h.draining) })
 }
@@ -119,7 +120,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	select {
 	case <-h.draining:
-		h.refuse(w, r, apierr.New(apierr.Unavailable, "the server is shutting down; reconnect shortly"))
+		// An EventSource gives up for good on any status but 200, so a
+		// draining server answers with an empty stream and a retry hint:
+		// the browser comes back shortly, here or to another node.
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Header().Set("Cache-Control", "no-cache, no-transform")
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(appendRetry(nil, h.drainRetry()))
+		h.metrics.streamEnds.WithLabelValues("draining").Inc()
 		return
 	default:
 	}
