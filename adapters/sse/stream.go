@@ -174,13 +174,17 @@ func (s *stream) appendEvent(ev *core.Event) error {
 		s.out = appendEvent(s.out, eventPresence, "", data)
 		s.h.metrics.events.WithLabelValues(eventPresence).Inc()
 	case core.EventContinuity:
-		// The connection did not keep up: the engine stopped the channel.
-		// The stream ends; the client reconnects with its last event id
-		// and resumes exactly where it stopped.
 		c := ev.Continuity
 		s.appendContinuity("", continuityEntry{Channel: c.Channel, Reason: string(c.Reason), Serial: c.Position})
-		s.endReason = string(c.Reason)
-		return errStreamEnd
+		if c.Reason == core.ReasonSlowConsumer {
+			// The engine stopped the channel for this connection. The
+			// stream ends; the client reconnects with its last event id
+			// and resumes exactly where it stopped.
+			s.endReason = string(c.Reason)
+			return errStreamEnd
+		}
+		// Otherwise (history trimmed during a replay) the channel goes
+		// on; the next message's id moves the stream past the gap.
 	}
 	return nil
 }
@@ -204,11 +208,22 @@ func (s *stream) attachDone(res attachResult) error {
 	if err := s.drain(); err != nil {
 		return err
 	}
-	if res.err != nil {
+	switch {
+	case res.err == nil:
+	case errors.Is(res.err, context.Canceled) || errors.Is(res.err, context.DeadlineExceeded):
+		s.endReason = "client-closed"
+		return errStreamEnd
+	case errors.Is(res.err, core.ErrClosed):
+		// The engine is shutting down: come back shortly.
+		s.out = appendRetry(s.out, s.h.drainRetry())
+		_ = s.flush()
+		s.endReason = "draining"
+		return errStreamEnd
+	default:
 		s.appendError(res.err)
 		_ = s.flush()
 		s.endReason = "attach-failed"
-		if code := apierr.CodeOf(res.err); code.Status() >= 500 {
+		if apierr.CodeOf(res.err).Status() >= 500 {
 			s.h.log.Error("sse attach failed", "connectionId", s.conn.ID(), "err", res.err)
 		}
 		return errStreamEnd
