@@ -157,3 +157,41 @@ func TestPortConflictIsReportedByNew(t *testing.T) {
 		t.Fatalf("New with a taken port: %v", err)
 	}
 }
+
+// Open SSE streams do not hold up a graceful shutdown: they end with a
+// reconnection hint and Run returns promptly.
+func TestShutdownEndsSSEStreams(t *testing.T) {
+	_, base, cancel, done, runErr := startTestServer(t, testYAML)
+	resp, err := http.Get(base + "/v1/sse?key=app:s3cret&channels=a,b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("stream: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	buf := make([]byte, 4096)
+	var got strings.Builder
+	for !strings.Contains(got.String(), "event: attached") {
+		n, err := resp.Body.Read(buf)
+		got.Write(buf[:n])
+		if err != nil {
+			t.Fatalf("stream ended before attaching: %v: %s", err, got.String())
+		}
+	}
+	start := time.Now()
+	cancel()
+	rest, _ := io.ReadAll(resp.Body)
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return within 10s of shutdown with a stream open")
+	}
+	if *runErr != nil {
+		t.Errorf("Run: %v", *runErr)
+	}
+	if !strings.Contains(string(rest), "retry: ") {
+		t.Errorf("the stream ended without a retry hint: %q", rest)
+	}
+	t.Logf("shutdown with an open stream took %v", time.Since(start))
+}
