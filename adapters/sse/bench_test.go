@@ -1,0 +1,578 @@
+package sse
+
+// SSE benchmarks: fan-out of one channel to 1000 streams over loopback TCP
+// (delivered events/s and publish-to-client latency), and the memory an
+// idle stream costs the server. Both run a real HTTP server
+// (httptest.NewServer) in front of a memory-mode engine, and read the
+// streams with a minimal client: a raw net.Conn, http.ReadResponse for the
+// headers and the chunked body, and a bufio line reader. Neither asserts on
+// timings; they report custom metrics.
+//
+//	go test -run '^$' -bench 'Fanout|IdleStream' -benchtime=1x ./adapters/sse/
+//	go test -run '^$' -bench Fanout -benchtime=2000x ./adapters/sse/
+//
+// Setting SWITCHBOARD_SSE_BENCH_HEAPPROFILE=file makes
+// BenchmarkIdleStreamMemory write a heap profile while its streams are
+// open, to file.shared and file.distinct (add -memprofilerate=1 for exact,
+// unsampled sizes), to be read with go tool pprof -sample_index=inuse_space.
+// A profile taken by -memprofile would not do: it is written after the
+// benchmark closed its streams.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/switchboardhq/switchboard/core"
+	"github.com/switchboardhq/switchboard/core/auth"
+)
+
+const (
+	// benchFanoutStreams is the number of SSE streams on the fan-out
+	// channel.
+	benchFanoutStreams = 1000
+	// benchFanoutWindow is how many messages may be published and not yet
+	// parsed by every stream. See BenchmarkFanout1000Streams. On 2 cores a
+	// window of 1 (publish, wait until all 1000 streams parsed it) reaches
+	// about 50,000 events/s, since every event costs each stream a wake-up,
+	// a write and a read; 16 lets streams batch and reaches about 450,000
+	// with about the same p50; 64 adds little throughput and triples it.
+	benchFanoutWindow = 16
+	// benchIdleStreams is the number of streams the memory benchmark opens.
+	benchIdleStreams = 2000
+	// benchDialParallelism bounds the streams being opened at once.
+	benchDialParallelism = 32
+	// benchTimeout bounds every wait, so that a lost event fails the
+	// benchmark instead of hanging it.
+	benchTimeout = time.Minute
+	// benchHeapProfileEnv names a file to write a heap profile to while
+	// the idle streams are open.
+	benchHeapProfileEnv = "SWITCHBOARD_SSE_BENCH_HEAPPROFILE"
+)
+
+// benchServer is an SSE handler over a memory-mode engine in dev (open)
+// mode, served on a loopback port.
+type benchServer struct {
+	engine *core.Engine
+	srv    *httptest.Server
+}
+
+func newBenchServer(b *testing.B) *benchServer {
+	b.Helper()
+	authn, err := auth.New(auth.Options{Dev: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	e, err := core.New(core.Options{Durability: core.DurabilityMemory, Auth: authn})
+	if err != nil {
+		b.Fatal(err)
+	}
+	h, err := New(e, Options{})
+	if err != nil {
+		_ = e.Close(context.Background())
+		b.Fatal(err)
+	}
+	return &benchServer{engine: e, srv: httptest.NewServer(h)}
+}
+
+// close waits for every handler to return, then stops the engine. Clients
+// must have closed their connections first, or the streams are still open
+// and the server closes them.
+func (s *benchServer) close(b *testing.B) {
+	b.Helper()
+	s.srv.CloseClientConnections()
+	s.srv.Close()
+	if err := s.engine.Close(context.Background()); err != nil {
+		b.Errorf("closing engine: %v", err)
+	}
+}
+
+// benchRaiseFileLimit makes sure the process may open need descriptors (every
+// stream is two: the client's and the server's end of the connection).
+func benchRaiseFileLimit(b *testing.B, need uint64) {
+	b.Helper()
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		b.Fatalf("reading the file limit: %v", err)
+	}
+	if lim.Cur >= need {
+		return
+	}
+	if lim.Max < need {
+		b.Skipf("%d file descriptors needed; the hard limit is %d", need, lim.Max)
+	}
+	lim.Cur = need
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		b.Skipf("raising the file limit to %d: %v", need, err)
+	}
+}
+
+// benchReader reads the events of a stream body.
+type benchReader struct {
+	br    *bufio.Reader
+	event []byte
+	data  []byte
+}
+
+// next returns the next event's type and data (one data line; the
+// benchmarks' events have no line breaks in their data). The slices are
+// valid until the next call.
+func (r *benchReader) next() (event, data []byte, err error) {
+	r.event, r.data = r.event[:0], r.data[:0]
+	for {
+		line, err := r.br.ReadSlice('\n')
+		if err != nil {
+			return nil, nil, err
+		}
+		line = line[:len(line)-1]
+		switch {
+		case len(line) == 0:
+			if len(r.event) > 0 || len(r.data) > 0 {
+				return r.event, r.data, nil
+			}
+		case bytes.HasPrefix(line, []byte("event: ")):
+			r.event = append(r.event, line[len("event: "):]...)
+		case bytes.HasPrefix(line, []byte("data: ")):
+			r.data = append(r.data, line[len("data: "):]...)
+		}
+		// retry, id and comment lines are not needed here.
+	}
+}
+
+// benchOpenStream opens a stream on channels and reads until its attached
+// event. It returns the connection and a reader positioned after it.
+func benchOpenStream(addr, channels string) (net.Conn, *benchReader, error) {
+	conn, err := net.DialTimeout("tcp", addr, benchTimeout)
+	if err != nil {
+		return nil, nil, err
+	}
+	fail := func(err error) (net.Conn, *benchReader, error) {
+		_ = conn.Close()
+		return nil, nil, err
+	}
+	_ = conn.SetDeadline(time.Now().Add(benchTimeout))
+	req := "GET /v1/sse?channels=" + channels + " HTTP/1.1\r\nHost: " + addr + "\r\nAccept: text/event-stream\r\n\r\n"
+	if _, err := conn.Write([]byte(req)); err != nil {
+		return fail(err)
+	}
+	br := bufio.NewReaderSize(conn, 4096)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		return fail(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fail(fmt.Errorf("stream on %s: status %s", channels, resp.Status))
+	}
+	// resp.Body undoes the chunked transfer encoding, reading from br.
+	r := &benchReader{br: bufio.NewReaderSize(resp.Body, 4096)}
+	for {
+		ev, data, err := r.next()
+		if err != nil {
+			return fail(fmt.Errorf("stream on %s: before attached: %w", channels, err))
+		}
+		switch string(ev) {
+		case eventAttached:
+			_ = conn.SetDeadline(time.Time{})
+			return conn, r, nil
+		case eventError, eventContinuity:
+			return fail(fmt.Errorf("stream on %s: %s event before attached: %s", channels, ev, data))
+		}
+	}
+}
+
+// benchOpenStreams opens n streams from a few goroutines, stream i on the
+// channels named by channels(i), calling keep(i, conn, reader) for each.
+// On error the streams already kept are the caller's to close.
+func benchOpenStreams(n int, addr string, channels func(i int) string, keep func(i int, c net.Conn, r *benchReader)) error {
+	var next atomic.Int64
+	var errs benchErrOnce
+	var wg sync.WaitGroup
+	for range benchDialParallelism {
+		wg.Go(func() {
+			for i := int(next.Add(1) - 1); i < n && errs.get() == nil; i = int(next.Add(1) - 1) {
+				c, r, err := benchOpenStream(addr, channels(i))
+				if err != nil {
+					errs.set(err)
+					return
+				}
+				keep(i, c, r)
+			}
+		})
+	}
+	wg.Wait()
+	return errs.get()
+}
+
+// benchErrOnce keeps the first error reported from any goroutine.
+type benchErrOnce struct {
+	mu  sync.Mutex
+	err error
+}
+
+func (o *benchErrOnce) set(err error) {
+	o.mu.Lock()
+	if o.err == nil {
+		o.err = err
+	}
+	o.mu.Unlock()
+}
+
+func (o *benchErrOnce) get() error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.err
+}
+
+// BenchmarkFanout1000Streams publishes b.N messages to one channel read by
+// 1000 SSE streams, each over its own loopback TCP connection and parsed by
+// its own client goroutine, and reports:
+//
+//   - events/s: message events parsed by all clients (b.N × 1000) over the
+//     time from the first publish to the last event parsed;
+//   - p50-µs, p99-µs, max-µs: over every delivery, from the start of the
+//     publish call (the time travels in the message data, in nanoseconds
+//     since the benchmark's start) to the client having parsed the event.
+//
+// The publisher goes as fast as delivery allows within a window: message i
+// is published once every stream has parsed message i-16 (i minus
+// benchFanoutWindow), one publish at a time, each waiting for its ack.
+// Publishing as fast as acks allow would measure
+// nothing useful: in memory mode the ack comes once the message is queued
+// to the connections, long before a thousand streams have written it, so
+// the queues would fill and the streams end as slow consumers. The window
+// keeps every stream's queue far below its bound (1024 events), lets each
+// stream write several events per flush as a busy server would, and keeps
+// the latency that of a saturated server with a short queue rather than
+// of an arbitrarily long one. Every stream must receive every message, in
+// order, as a message event; anything else fails the benchmark.
+//
+// The clients run in the same process as the server and share its CPUs
+// (their reads and parsing take about a fifth of the CPU time), so the
+// server alone would deliver somewhat more.
+//
+// Setup (1000 streams opened, each attached) is not timed. One op is one
+// message fanned out to 1000 streams; run it with -benchtime=2000x or more
+// for stable numbers (-benchtime=1x measures a single fan-out).
+func BenchmarkFanout1000Streams(b *testing.B) {
+	const (
+		n       = benchFanoutStreams
+		channel = "bench:fanout"
+	)
+	benchRaiseFileLimit(b, 2*n+256)
+	s := newBenchServer(b)
+	messages := b.N
+
+	type client struct {
+		conn net.Conn
+		r    *benchReader
+		lat  []time.Duration // lat[i]: latency of message i
+	}
+	clients := make([]client, n)
+	var (
+		closing   atomic.Bool    // teardown: read errors are expected
+		delivered atomic.Int64   // messages parsed by every stream
+		counts    []atomic.Int32 // counts[i]: streams that parsed message i
+		progress  = make(chan struct{}, 1)
+		failed    = make(chan struct{})
+		failOnce  sync.Once
+		errs      benchErrOnce
+		readers   sync.WaitGroup
+	)
+	counts = make([]atomic.Int32, messages)
+	fail := func(err error) {
+		errs.set(err)
+		failOnce.Do(func() { close(failed) })
+	}
+	b.Cleanup(func() {
+		closing.Store(true)
+		for _, c := range clients {
+			if c.conn != nil {
+				_ = c.conn.Close()
+			}
+		}
+		readers.Wait()
+		s.close(b)
+	})
+	err := benchOpenStreams(n, s.srv.Listener.Addr().String(), func(int) string { return channel },
+		func(i int, c net.Conn, r *benchReader) {
+			clients[i] = client{conn: c, r: r, lat: make([]time.Duration, messages)}
+		})
+	if err != nil {
+		b.Fatal(err)
+	}
+
+	base := time.Now()
+	for k := range clients {
+		c := &clients[k]
+		readers.Go(func() {
+			for i := 0; ; {
+				ev, data, err := c.r.next()
+				if err != nil {
+					if !closing.Load() {
+						fail(fmt.Errorf("stream %d after %d of %d messages: %w", k, i, messages, err))
+					}
+					return
+				}
+				now := time.Since(base)
+				if string(ev) != eventMessage {
+					fail(fmt.Errorf("stream %d after %d of %d messages: unexpected %s event: %s", k, i, messages, ev, data))
+					return
+				}
+				seq, sent, err := parseBenchData(data)
+				if err != nil {
+					fail(fmt.Errorf("stream %d: %w", k, err))
+					return
+				}
+				if seq != i {
+					fail(fmt.Errorf("stream %d: got message %d, want %d", k, seq, i))
+					return
+				}
+				c.lat[i] = now - sent
+				// Streams deliver in order, so the last stream to parse
+				// message i completes i after every earlier message.
+				if counts[i].Add(1) == n {
+					delivered.Store(int64(i) + 1)
+					select {
+					case progress <- struct{}{}:
+					default:
+					}
+				}
+				i++
+			}
+		})
+	}
+
+	ctx := context.Background()
+	timeout := time.NewTimer(benchTimeout)
+	defer timeout.Stop()
+	// waitDelivered waits until every stream parsed the first want messages.
+	waitDelivered := func(want int) {
+		for int(delivered.Load()) < want {
+			select {
+			case <-progress:
+			case <-failed:
+				b.Fatal(errs.get())
+			case <-timeout.C:
+				b.Fatalf("no progress: %d of %d messages delivered to every stream", delivered.Load(), messages)
+			}
+		}
+		timeout.Reset(benchTimeout) // no stale expiry to drain since Go 1.23
+	}
+	data := make([]byte, 0, 64)
+	b.ResetTimer()
+	for i := range messages {
+		waitDelivered(i - benchFanoutWindow + 1)
+		sent := time.Since(base)
+		data = strconv.AppendInt(append(data[:0], "bench "...), int64(i), 10)
+		data = strconv.AppendInt(append(data, ' '), int64(sent), 10)
+		msg := &core.Message{Data: bytes.Clone(data)}
+		if _, err := s.engine.Publish(ctx, nil, "", "", channel, []*core.Message{msg}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	waitDelivered(messages)
+	b.StopTimer()
+	if err := errs.get(); err != nil {
+		b.Fatal(err)
+	}
+
+	lat := make([]time.Duration, 0, n*messages)
+	for _, c := range clients {
+		lat = append(lat, c.lat...)
+	}
+	slices.Sort(lat)
+	b.ReportMetric(float64(len(lat))/b.Elapsed().Seconds(), "events/s")
+	b.ReportMetric(benchMicros(benchPercentile(lat, 0.50)), "p50-µs")
+	b.ReportMetric(benchMicros(benchPercentile(lat, 0.99)), "p99-µs")
+	b.ReportMetric(benchMicros(lat[len(lat)-1]), "max-µs")
+}
+
+// parseBenchData parses the data "bench <seq> <sent>" out of a message
+// event's JSON ({"id":...,"data":"bench 12 3456789",...}).
+func parseBenchData(msg []byte) (seq int, sent time.Duration, err error) {
+	const key = `"data":"bench `
+	i := bytes.Index(msg, []byte(key))
+	if i < 0 {
+		return 0, 0, fmt.Errorf("no benchmark data in %s", msg)
+	}
+	rest := msg[i+len(key):]
+	end := bytes.IndexByte(rest, '"')
+	if end < 0 {
+		return 0, 0, fmt.Errorf("unterminated data in %s", msg)
+	}
+	a, c, ok := bytes.Cut(rest[:end], []byte{' '})
+	s, okS := benchParseUint(a)
+	t, okT := benchParseUint(c)
+	if !ok || !okS || !okT {
+		return 0, 0, fmt.Errorf("malformed benchmark data in %s", msg)
+	}
+	return int(s), time.Duration(t), nil
+}
+
+func benchParseUint(b []byte) (uint64, bool) {
+	if len(b) == 0 || len(b) > 19 {
+		return 0, false
+	}
+	var v uint64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		v = v*10 + uint64(c-'0')
+	}
+	return v, true
+}
+
+// benchPercentile returns the nearest-rank q-quantile of sorted.
+func benchPercentile(sorted []time.Duration, q float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(float64(len(sorted))*q+0.999999) - 1
+	return sorted[min(max(i, 0), len(sorted)-1)]
+}
+
+func benchMicros(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+
+// BenchmarkIdleStreamMemory opens 2000 idle streams (one channel each) and
+// reports what they add to the process's memory, per stream:
+//
+//   - bytes/stream: HeapInuse + StackInuse after runtime.GC, opened minus
+//     before;
+//   - heap-B/stream and stack-B/stream: the two parts of it;
+//   - goroutines/stream: the goroutines the streams keep alive.
+//
+// The clients are raw net.Conns that send the request, read up to the
+// attached event and then only hold the connection: no goroutine and no
+// buffer per client, so what is measured is nearly all the server's. The
+// client side still counts its net.Conn (the net.TCPConn, netFD and
+// poll descriptor, a few hundred bytes per stream). Nothing is published
+// and no heartbeat falls due (every 15s) while the streams are measured.
+//
+// channel=shared puts every stream on one channel, so the channel's own
+// state is paid once and the figure is the cost of a stream; with
+// channel=distinct each stream has its own channel, which adds an idle
+// channel's engine state (a few hundred bytes, see core's
+// BenchmarkIdleChannelMemory) to every stream.
+//
+// One op opens and measures 2000 streams on a fresh server, so the metrics
+// mean the same with -benchtime=1x as with more ops (which are averaged).
+func BenchmarkIdleStreamMemory(b *testing.B) {
+	b.Run("channel=shared", func(b *testing.B) {
+		benchIdle(b, "shared", func(int) string { return "bench:idle" })
+	})
+	b.Run("channel=distinct", func(b *testing.B) {
+		benchIdle(b, "distinct", func(i int) string { return fmt.Sprintf("bench:idle-%05d", i) })
+	})
+}
+
+func benchIdle(b *testing.B, label string, channels func(i int) string) {
+	const n = benchIdleStreams
+	benchRaiseFileLimit(b, 2*n+256)
+	var heap, stack, goroutines float64
+	for iter := range b.N {
+		h, st, g := benchMeasureIdle(b, n, channels, iter == 0, label)
+		heap += h
+		stack += st
+		goroutines += g
+	}
+	ops := float64(b.N)
+	b.ReportMetric((heap+stack)/ops/n, "bytes/stream")
+	b.ReportMetric(heap/ops/n, "heap-B/stream")
+	b.ReportMetric(stack/ops/n, "stack-B/stream")
+	b.ReportMetric(goroutines/ops/n, "goroutines/stream")
+}
+
+// benchMeasureIdle opens n streams on a fresh server and returns the
+// heap, stack and goroutines they added. The server and the streams are
+// gone when it returns.
+func benchMeasureIdle(b *testing.B, n int, channels func(i int) string, profile bool, label string) (heap, stack, goroutines float64) {
+	b.StopTimer()
+	defer b.StartTimer()
+	s := newBenchServer(b)
+	conns := make([]net.Conn, n)
+	defer func() {
+		for _, c := range conns {
+			if c != nil {
+				_ = c.Close()
+			}
+		}
+		s.close(b)
+	}()
+	// A first stream (on the first stream's channel) warms the server's
+	// pools and lazily built state, so that they are not charged to the
+	// streams measured; with channel=shared it also opens the channel.
+	warm, _, err := benchOpenStream(s.srv.Listener.Addr().String(), channels(0))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer warm.Close()
+
+	before, g0 := benchSettledMemStats()
+	b.StartTimer()
+	err = benchOpenStreams(n, s.srv.Listener.Addr().String(), channels,
+		// Only the connection is kept: its reader becomes garbage.
+		func(i int, c net.Conn, _ *benchReader) { conns[i] = c })
+	b.StopTimer()
+	if err != nil {
+		b.Fatal(err)
+	}
+	after, g1 := benchSettledMemStats()
+	if path := os.Getenv(benchHeapProfileEnv); path != "" && profile {
+		benchWriteHeapProfile(b, path+"."+label)
+	}
+	heap = float64(int64(after.HeapInuse) - int64(before.HeapInuse))
+	stack = float64(int64(after.StackInuse) - int64(before.StackInuse))
+	return heap, stack, float64(g1 - g0)
+}
+
+// benchSettledMemStats waits for the goroutine count to stop changing (stream
+// goroutines that only help the attach exit just after it), collects
+// garbage and reads the memory statistics.
+func benchSettledMemStats() (runtime.MemStats, int) {
+	g := runtime.NumGoroutine()
+	for range 100 {
+		time.Sleep(10 * time.Millisecond)
+		now := runtime.NumGoroutine()
+		if now == g {
+			break
+		}
+		g = now
+	}
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms, runtime.NumGoroutine()
+}
+
+func benchWriteHeapProfile(b *testing.B, path string) {
+	b.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	// The heap profile is as of the last GC, which benchSettledMemStats ran
+	// with every stream open.
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		_ = f.Close()
+		b.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		b.Fatal(err)
+	}
+}
