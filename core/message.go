@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"sync/atomic"
 
 	"github.com/switchboardhq/switchboard/core/position"
 )
@@ -35,6 +36,9 @@ type Message struct {
 	// idFromClient records that ID was supplied by the publisher (and so
 	// takes part in deduplication).
 	idFromClient bool
+	// encoded caches the JSON form of an accepted message, which every
+	// subscriber of the channel shares.
+	encoded atomic.Pointer[[]byte]
 }
 
 // Size is the size counted against message size limits: payload, name, id

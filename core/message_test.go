@@ -120,3 +120,22 @@ func FuzzDecodeRecord(f *testing.F) {
 		}
 	})
 }
+
+// An accepted message renders its JSON once for all subscribers; one not
+// yet accepted is rendered afresh, since the engine has still to fill it in.
+func TestMessageJSONIsSharedOnceAccepted(t *testing.T) {
+	m := &Message{Data: []byte("hi")}
+	before := string(m.JSON())
+	m.Channel, m.Position = "a", position.Of(position.Serial{Region: "r", Epoch: 1, Seq: 1}).String()
+	after := m.JSON()
+	if string(after) == before || !bytes.Contains(after, []byte(`"serial":"`+m.Position+`"`)) {
+		t.Fatalf("JSON of an accepted message %s does not show its position (before: %s)", after, before)
+	}
+	if again := m.JSON(); &again[0] != &after[0] {
+		t.Error("an accepted message's JSON was rendered twice")
+	}
+	viaMarshal, err := json.Marshal([]*Message{m})
+	if err != nil || string(viaMarshal) != "["+string(after)+"]" {
+		t.Errorf("json.Marshal = %s, %v; want [%s]", viaMarshal, err, after)
+	}
+}

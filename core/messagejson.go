@@ -30,13 +30,37 @@ type MessageJSON struct {
 
 // MarshalJSON renders m in its public JSON form.
 func (m *Message) MarshalJSON() ([]byte, error) {
+	return m.JSON(), nil
+}
+
+// JSON returns m in its public JSON form. An accepted message (one with a
+// Position) is rendered once and the result shared by every caller, so it
+// must not be modified.
+func (m *Message) JSON() []byte {
+	if b := m.encoded.Load(); b != nil {
+		return *b
+	}
+	b := m.renderJSON()
+	if m.Position != "" {
+		m.encoded.Store(&b)
+	}
+	return b
+}
+
+func (m *Message) renderJSON() []byte {
 	j := MessageJSON{
 		ID: m.ID, Name: m.Name, ContentType: m.ContentType, ClientID: m.ClientID,
 		ConnectionID: m.ConnectionID, Timestamp: m.Timestamp, Extras: m.Extras,
 		Channel: m.Channel, Serial: m.Position,
 	}
 	j.Data, j.Encoding = encodeData(m.Data, m.Encoding)
-	return json.Marshal(j)
+	b, err := json.Marshal(j)
+	if err != nil {
+		// Strings, a number, a string map and a valid raw JSON value
+		// always marshal; keep the output well formed regardless.
+		return []byte(`{}`)
+	}
+	return b
 }
 
 func encodeData(data []byte, enc string) (json.RawMessage, string) {

@@ -160,11 +160,7 @@ func (s *stream) appendEvent(ev *core.Event) error {
 		}
 		s.positions[i] = s.positions[i].With(m.Serial)
 		s.delivered[i] = true
-		data, err := s.messageData(m)
-		if err != nil {
-			return err
-		}
-		s.out = appendEvent(s.out, eventMessage, s.codec.encode(s.positions), data)
+		s.out = appendEvent(s.out, eventMessage, s.codec.encode(s.positions), s.messageData(m))
 		s.h.metrics.events.WithLabelValues(eventMessage).Inc()
 	case core.EventPresence:
 		data, err := json.Marshal(ev.Presence)
@@ -191,14 +187,14 @@ func (s *stream) appendEvent(ev *core.Event) error {
 
 // messageData is the data of a message event: the message JSON, or its
 // raw data when the stream is not enveloped (base64 when not UTF-8).
-func (s *stream) messageData(m *core.Message) ([]byte, error) {
+func (s *stream) messageData(m *core.Message) []byte {
 	if s.req.enveloped {
-		return m.MarshalJSON()
+		return m.JSON() // rendered once per message, shared by every stream
 	}
 	if utf8.Valid(m.Data) {
-		return m.Data, nil
+		return m.Data
 	}
-	return base64.StdEncoding.AppendEncode(nil, m.Data), nil
+	return base64.StdEncoding.AppendEncode(nil, m.Data)
 }
 
 // attachDone applies the result of one channel's attach.
