@@ -2,8 +2,10 @@ package core
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/switchboardhq/switchboard/core/apierr"
 	"github.com/switchboardhq/switchboard/core/position"
@@ -138,4 +140,51 @@ func TestMessageJSONIsSharedOnceAccepted(t *testing.T) {
 	if err != nil || string(viaMarshal) != "["+string(after)+"]" {
 		t.Errorf("json.Marshal = %s, %v; want [%s]", viaMarshal, err, after)
 	}
+}
+
+// reflectMessageJSON is the public JSON form rendered by encoding/json, the
+// reference for the hand-written renderer.
+func reflectMessageJSON(m *Message) []byte {
+	j := MessageJSON{
+		ID: m.ID, Name: m.Name, ContentType: m.ContentType, ClientID: m.ClientID,
+		ConnectionID: m.ConnectionID, Timestamp: m.Timestamp, Extras: m.Extras,
+		Channel: m.Channel, Serial: m.Position,
+	}
+	switch {
+	case len(m.Data) == 0 && m.Encoding == "":
+	case m.Encoding == "json" && json.Valid(m.Data):
+		j.Data, j.Encoding = json.RawMessage(m.Data), m.Encoding
+	case utf8.Valid(m.Data):
+		j.Data, _ = json.Marshal(string(m.Data))
+		j.Encoding = m.Encoding
+	default:
+		j.Data, _ = json.Marshal(base64.StdEncoding.EncodeToString(m.Data))
+		j.Encoding = "base64"
+		if m.Encoding != "" {
+			j.Encoding = m.Encoding + "/base64"
+		}
+	}
+	b, err := json.Marshal(j)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+func FuzzMessageJSONMatchesEncodingJSON(f *testing.F) {
+	f.Add("id-1", "greeting", []byte("hello"), "", "text/plain", "alice", "conn", int64(1732368000123), "k", "v<&>", "chat:room", "AQEF")
+	f.Add("", "", []byte(`{"a": [1, 2]}`), "json", "", "", "", int64(0), "", "", "", "")
+	f.Add("\xff", "\u2028", []byte{0, 1, 0xff}, "utf-8", "\"", "\\", "\x01", int64(-5), "\xfe", "\n", "a", "b")
+	f.Add("x", "y", []byte("not json"), "json", "", "", "", int64(1), "", "", "", "")
+	f.Add("", "", []byte(`{"a":"<b>&\u2028 ", "c" : 1}`), "json", "", "", "", int64(1), "", "", "", "")
+	f.Fuzz(func(t *testing.T, id, name string, data []byte, enc, ct, client, conn string, ts int64, k, v, ch, pos string) {
+		m := &Message{ID: id, Name: name, Data: data, Encoding: enc, ContentType: ct, ClientID: client,
+			ConnectionID: conn, Timestamp: ts, Channel: ch, Position: pos}
+		if k != "" || v != "" {
+			m.Extras = map[string]string{k: v, k + "2": v}
+		}
+		if got, want := m.renderJSON(), reflectMessageJSON(m); !bytes.Equal(got, want) {
+			t.Fatalf("renderJSON:\n%s\nencoding/json:\n%s", got, want)
+		}
+	})
 }

@@ -5,9 +5,12 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"slices"
+	"strconv"
 	"unicode/utf8"
 
 	"github.com/switchboardhq/switchboard/core/apierr"
+	"github.com/switchboardhq/switchboard/internal/jsonw"
 	"github.com/switchboardhq/switchboard/internal/strictjson"
 )
 
@@ -47,38 +50,90 @@ func (m *Message) JSON() []byte {
 	return b
 }
 
+// renderJSON renders the fields of MessageJSON, in its order and with its
+// omitempty rules, without reflection: it runs once per accepted message,
+// often on a subscriber's goroutine, and stays cheap and shallow.
 func (m *Message) renderJSON() []byte {
-	j := MessageJSON{
-		ID: m.ID, Name: m.Name, ContentType: m.ContentType, ClientID: m.ClientID,
-		ConnectionID: m.ConnectionID, Timestamp: m.Timestamp, Extras: m.Extras,
-		Channel: m.Channel, Serial: m.Position,
+	b := make([]byte, 0, 160+len(m.Data)+len(m.Data)/3)
+	b = append(b, '{')
+	b = appendStringField(b, "id", m.ID)
+	b = appendStringField(b, "name", m.Name)
+	var enc string
+	if len(m.Data) > 0 || m.Encoding != "" {
+		b = appendFieldName(b, "data")
+		b, enc = appendData(b, m.Data, m.Encoding)
 	}
-	j.Data, j.Encoding = encodeData(m.Data, m.Encoding)
-	b, err := json.Marshal(j)
-	if err != nil {
-		// Strings, a number, a string map and a valid raw JSON value
-		// always marshal; keep the output well formed regardless.
-		return []byte(`{}`)
+	b = appendStringField(b, "encoding", enc)
+	b = appendStringField(b, "contentType", m.ContentType)
+	b = appendStringField(b, "clientId", m.ClientID)
+	b = appendStringField(b, "connectionId", m.ConnectionID)
+	if m.Timestamp != 0 {
+		b = appendFieldName(b, "timestamp")
+		b = strconv.AppendInt(b, m.Timestamp, 10)
 	}
-	return b
+	if len(m.Extras) > 0 {
+		b = appendFieldName(b, "extras")
+		keys := make([]string, 0, len(m.Extras))
+		for k := range m.Extras {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		b = append(b, '{')
+		for i, k := range keys {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = jsonw.String(b, k)
+			b = append(b, ':')
+			b = jsonw.String(b, m.Extras[k])
+		}
+		b = append(b, '}')
+	}
+	b = appendStringField(b, "channel", m.Channel)
+	b = appendStringField(b, "serial", m.Position)
+	return append(b, '}')
 }
 
-func encodeData(data []byte, enc string) (json.RawMessage, string) {
-	if len(data) == 0 && enc == "" {
-		return nil, ""
+func appendFieldName(b []byte, name string) []byte {
+	if len(b) > 1 {
+		b = append(b, ',')
 	}
+	b = append(b, '"')
+	b = append(b, name...)
+	return append(b, '"', ':')
+}
+
+func appendStringField(b []byte, name, v string) []byte {
+	if v == "" {
+		return b
+	}
+	return jsonw.String(appendFieldName(b, name), v)
+}
+
+// appendData appends a message's data and returns the encoding to report:
+// data published as JSON stays a JSON value, UTF-8 text is a string, and
+// anything else is base64 with "/base64" added to the encoding.
+func appendData(b, data []byte, enc string) ([]byte, string) {
 	if enc == "json" && json.Valid(data) {
-		return json.RawMessage(data), enc
+		// Compact, with <, >, & and U+2028/9 escaped, as encoding/json
+		// renders a raw value.
+		var compact bytes.Buffer
+		if err := json.Compact(&compact, data); err == nil {
+			out := bytes.NewBuffer(b)
+			json.HTMLEscape(out, compact.Bytes())
+			return out.Bytes(), enc
+		}
 	}
 	if utf8.Valid(data) {
-		s, _ := json.Marshal(string(data))
-		return s, enc
+		return jsonw.String(b, data), enc
 	}
-	s, _ := json.Marshal(base64.StdEncoding.EncodeToString(data))
+	b = append(b, '"')
+	b = base64.StdEncoding.AppendEncode(b, data)
+	b = append(b, '"')
 	if enc == "" {
-		return s, "base64"
+		return b, "base64"
 	}
-	return s, enc + "/base64"
+	return b, enc + "/base64"
 }
 
 // inboundMessage is what clients may send. Fields the engine assigns

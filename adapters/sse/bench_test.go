@@ -37,6 +37,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/switchboardhq/switchboard/core"
 	"github.com/switchboardhq/switchboard/core/auth"
 )
@@ -67,8 +69,9 @@ const (
 // benchServer is an SSE handler over a memory-mode engine in dev (open)
 // mode, served on a loopback port.
 type benchServer struct {
-	engine *core.Engine
-	srv    *httptest.Server
+	engine  *core.Engine
+	handler *Handler
+	srv     *httptest.Server
 }
 
 func newBenchServer(b *testing.B) *benchServer {
@@ -86,14 +89,20 @@ func newBenchServer(b *testing.B) *benchServer {
 		_ = e.Close(context.Background())
 		b.Fatal(err)
 	}
-	return &benchServer{engine: e, srv: httptest.NewServer(h)}
+	return &benchServer{engine: e, handler: h, srv: httptest.NewServer(h)}
 }
 
-// close waits for every handler to return, then stops the engine. Clients
-// must have closed their connections first, or the streams are still open
-// and the server closes them.
+// close ends every stream and waits for it, then stops the server and the
+// engine.
 func (s *benchServer) close(b *testing.B) {
 	b.Helper()
+	// Streams own their connections: end them and wait for them.
+	s.handler.Drain()
+	ctx, cancel := context.WithTimeout(context.Background(), benchTimeout)
+	defer cancel()
+	if err := s.handler.Wait(ctx); err != nil {
+		b.Errorf("waiting for streams: %v", err)
+	}
 	s.srv.CloseClientConnections()
 	s.srv.Close()
 	if err := s.engine.Close(context.Background()); err != nil {
@@ -267,7 +276,15 @@ func (o *benchErrOnce) get() error {
 // Setup (1000 streams opened, each attached) is not timed. One op is one
 // message fanned out to 1000 streams; run it with -benchtime=2000x or more
 // for stable numbers (-benchtime=1x measures a single fan-out).
+//
+// window=1 publishes the next message only once every stream has the last
+// one: the latency of one fan-out on an otherwise idle server.
 func BenchmarkFanout1000Streams(b *testing.B) {
+	b.Run("window=1", func(b *testing.B) { benchFanout(b, 1) })
+	b.Run("window=16", func(b *testing.B) { benchFanout(b, benchFanoutWindow) })
+}
+
+func benchFanout(b *testing.B, window int) {
 	const (
 		n       = benchFanoutStreams
 		channel = "bench:fanout"
@@ -375,7 +392,7 @@ func BenchmarkFanout1000Streams(b *testing.B) {
 	data := make([]byte, 0, 64)
 	b.ResetTimer()
 	for i := range messages {
-		waitDelivered(i - benchFanoutWindow + 1)
+		waitDelivered(i - window + 1)
 		sent := time.Since(base)
 		data = strconv.AppendInt(append(data[:0], "bench "...), int64(i), 10)
 		data = strconv.AppendInt(append(data, ' '), int64(sent), 10)
@@ -473,19 +490,26 @@ func benchMicros(d time.Duration) float64 { return float64(d) / float64(time.Mic
 // mean the same with -benchtime=1x as with more ops (which are averaged).
 func BenchmarkIdleStreamMemory(b *testing.B) {
 	b.Run("channel=shared", func(b *testing.B) {
-		benchIdle(b, "shared", func(int) string { return "bench:idle" })
+		benchIdle(b, "shared", func(int) string { return "bench:idle" }, 0)
 	})
 	b.Run("channel=distinct", func(b *testing.B) {
-		benchIdle(b, "distinct", func(i int) string { return fmt.Sprintf("bench:idle-%05d", i) })
+		benchIdle(b, "distinct", func(i int) string { return fmt.Sprintf("bench:idle-%05d", i) }, 0)
+	})
+	// Streams that delivered a few messages before going idle: what a
+	// stream keeps after traffic (buffers, grown stacks).
+	b.Run("channel=shared,after=3msgs", func(b *testing.B) {
+		benchIdle(b, "traffic", func(int) string { return "bench:idle" }, 3)
 	})
 }
 
-func benchIdle(b *testing.B, label string, channels func(i int) string) {
+// benchIdle measures idle streams; messages are published to them (on
+// the first stream's channel) before the measurement.
+func benchIdle(b *testing.B, label string, channels func(i int) string, messages int) {
 	const n = benchIdleStreams
 	benchRaiseFileLimit(b, 2*n+256)
 	var heap, stack, goroutines float64
 	for iter := range b.N {
-		h, st, g := benchMeasureIdle(b, n, channels, iter == 0, label)
+		h, st, g := benchMeasureIdle(b, n, channels, messages, iter == 0, label)
 		heap += h
 		stack += st
 		goroutines += g
@@ -500,7 +524,7 @@ func benchIdle(b *testing.B, label string, channels func(i int) string) {
 // benchMeasureIdle opens n streams on a fresh server and returns the
 // heap, stack and goroutines they added. The server and the streams are
 // gone when it returns.
-func benchMeasureIdle(b *testing.B, n int, channels func(i int) string, profile bool, label string) (heap, stack, goroutines float64) {
+func benchMeasureIdle(b *testing.B, n int, channels func(i int) string, messages int, profile bool, label string) (heap, stack, goroutines float64) {
 	b.StopTimer()
 	defer b.StartTimer()
 	s := newBenchServer(b)
@@ -530,6 +554,22 @@ func benchMeasureIdle(b *testing.B, n int, channels func(i int) string, profile 
 	b.StopTimer()
 	if err != nil {
 		b.Fatal(err)
+	}
+	if messages > 0 {
+		want := float64(messages * (n + 1))
+		for i := range messages {
+			if _, err := s.engine.Publish(context.Background(), nil, "", "", channels(0),
+				[]*core.Message{{Data: []byte(fmt.Sprintf("traffic %d", i))}}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		deadline := time.Now().Add(benchTimeout)
+		for testutil.ToFloat64(s.handler.metrics.events.WithLabelValues(eventMessage)) < want {
+			if time.Now().After(deadline) {
+				b.Fatal("messages were not delivered to every stream")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
 	}
 	after, g1 := benchSettledMemStats()
 	if path := os.Getenv(benchHeapProfileEnv); path != "" && profile {

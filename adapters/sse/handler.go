@@ -79,11 +79,11 @@ type Handler struct {
 	log     *slog.Logger
 	metrics *metrics
 
-	mu      sync.Mutex
-	streams map[string]int // open streams per key name
-
-	drainOnce sync.Once
-	draining  chan struct{}
+	mu       sync.Mutex
+	streams  map[string]int // open streams per key name
+	drained  bool           // set by Drain; no stream starts after it
+	draining chan struct{}  // closed by Drain
+	active   sync.WaitGroup // open streams
 }
 
 // New returns the SSE handler for engine.
@@ -108,7 +108,12 @@ func New(engine *core.Engine, opts Options) (*Handler, error) {
 // reconnect to another node (or to this one once it is back). Call it when
 // the server starts shutting down.
 func (h *Handler) Drain() {
-	h.drainOnce.Do(func() { close(h.draining) })
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.drained {
+		h.drained = true
+		close(h.draining)
+	}
 }
 
 // ServeHTTP serves one stream.
@@ -120,14 +125,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	select {
 	case <-h.draining:
-		// An EventSource gives up for good on any status but 200, so a
-		// draining server answers with an empty stream and a retry hint:
-		// the browser comes back shortly, here or to another node.
-		w.Header().Set("Content-Type", "text/event-stream")
-		w.Header().Set("Cache-Control", "no-cache, no-transform")
-		w.WriteHeader(http.StatusOK)
-		_, _ = w.Write(appendRetry(nil, h.drainRetry()))
-		h.metrics.streamEnds.WithLabelValues("draining").Inc()
+		h.answerDraining(w)
 		return
 	default:
 	}
@@ -155,7 +153,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	codec := newTokenCodec(req.names)
-	st := &stream{h: h, w: w, rc: http.NewResponseController(w), req: req, codec: codec, protoMajor: r.ProtoMajor}
+	st := &stream{h: h, req: req, codec: codec}
 	if req.lastEvent != "" {
 		if st.positions, err = codec.decode(req.lastEvent); err != nil {
 			h.refuse(w, r, err)
@@ -165,23 +163,63 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		st.positions = make([]position.Position, len(req.names))
 	}
 	release, err := h.acquire(identity.KeyName)
+	if errors.Is(err, errDraining) {
+		h.answerDraining(w)
+		return
+	}
 	if err != nil {
 		h.refuse(w, r, err)
 		return
 	}
-	defer release()
 	conn, err := h.engine.Connect(identity, core.ConnectOptions{Buffer: h.opts.Buffer})
 	if err != nil {
+		release()
 		h.refuse(w, r, err)
 		return
 	}
-	defer conn.Close()
 	st.conn = conn
+	out, detached, err := openSink(w, r, h.opts.WriteTimeout)
+	if err != nil {
+		conn.Close()
+		release()
+		h.log.Debug("sse stream not opened", "err", err, "remote", r.RemoteAddr)
+		return
+	}
+	st.sink = out
+	if !detached {
+		h.serve(r.Context(), st, identity.ExpiresAt, release)
+		return
+	}
+	// The connection is the stream's own now: serve it from a goroutine of
+	// its own and let net/http's goroutines and buffers go.
+	go h.serve(context.WithoutCancel(r.Context()), st, identity.ExpiresAt, release)
+}
+
+// serve runs an open stream to its end and releases what it holds.
+func (h *Handler) serve(ctx context.Context, st *stream, expiresAt time.Time, release func()) {
+	defer release()
+	defer st.conn.Close()
+	defer st.sink.close()
 	h.metrics.streams.Inc()
 	defer h.metrics.streams.Dec()
-	reason := st.run(r.Context(), identity.ExpiresAt)
+	reason := st.run(ctx, expiresAt)
 	h.metrics.streamEnds.WithLabelValues(reason).Inc()
-	h.log.Debug("sse stream ended", "connectionId", conn.ID(), "channels", len(req.names), "reason", reason)
+	h.log.Debug("sse stream ended", "connectionId", st.conn.ID(), "channels", len(st.req.names), "reason", reason)
+}
+
+// Wait waits until every stream has ended (after Drain) or ctx ends.
+func (h *Handler) Wait(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		h.active.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("sse streams still open: %w", ctx.Err())
+	}
 }
 
 // refuse answers a request that did not open a stream with a JSON error.
@@ -196,21 +234,41 @@ func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, err error) {
 		"remote", r.RemoteAddr)
 }
 
-// acquire counts a stream against its key's limit.
+// acquire counts a stream against its key's limit and as active, unless
+// the handler is draining.
 func (h *Handler) acquire(key string) (release func(), err error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.drained {
+		return nil, errDraining
+	}
 	if h.streams[key] >= h.opts.MaxStreamsPerKey {
 		return nil, apierr.New(apierr.RateLimited, "this key already has %d open streams, the limit", h.opts.MaxStreamsPerKey)
 	}
 	h.streams[key]++
+	h.active.Add(1)
 	return func() {
 		h.mu.Lock()
-		defer h.mu.Unlock()
 		if h.streams[key]--; h.streams[key] == 0 {
 			delete(h.streams, key)
 		}
+		h.mu.Unlock()
+		h.active.Done()
 	}, nil
+}
+
+// errDraining refuses a stream while the handler drains.
+var errDraining = errors.New("draining")
+
+// answerDraining answers a request that arrives while the server drains.
+// An EventSource gives up for good on any status but 200, so it gets an
+// empty stream with a retry hint and comes back shortly, here or to
+// another node.
+func (h *Handler) answerDraining(w http.ResponseWriter) {
+	setStreamHeaders(w.Header())
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(appendRetry(nil, h.drainRetry()))
+	h.metrics.streamEnds.WithLabelValues("draining").Inc()
 }
 
 // drainRetry is the reconnection hint sent when the server drains: spread

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -84,7 +85,14 @@ func newFixture(t *testing.T, fo fixtureOptions) *fixture {
 	}
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	t.Cleanup(h.Drain) // streams end before the server waits for them
+	t.Cleanup(func() { // streams end before the server and engine close
+		h.Drain()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := h.Wait(ctx); err != nil {
+			t.Error(err)
+		}
+	})
 	return &fixture{e: e, authn: authn, h: h, srv: srv, reg: reg}
 }
 
@@ -288,15 +296,28 @@ type follower struct {
 	mu     sync.Mutex
 	events []event
 	opens  int
+	conns  []net.Conn // the client's connections, for cutting them
 }
 
 func follow(t *testing.T, url string) *follower {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	c := r3sse.NewClient(url, r3sse.ClientMaxBufferSize(1<<20))
-	c.Connection = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
-	c.ReconnectStrategy = backoff.WithContext(backoff.NewConstantBackOff(20*time.Millisecond), ctx)
 	fl := &follower{client: c, cancel: cancel, done: make(chan struct{})}
+	var dialer net.Dialer
+	c.Connection = &http.Client{Transport: &http.Transport{
+		DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			conn, err := dialer.DialContext(ctx, network, addr)
+			if err == nil {
+				fl.mu.Lock()
+				fl.conns = append(fl.conns, conn)
+				fl.mu.Unlock()
+			}
+			return conn, err
+		},
+	}}
+	c.ReconnectStrategy = backoff.WithContext(backoff.NewConstantBackOff(20*time.Millisecond), ctx)
 	go func() {
 		defer close(fl.done)
 		for ctx.Err() == nil {
@@ -322,6 +343,16 @@ func follow(t *testing.T, url string) *follower {
 func (fl *follower) stop() {
 	fl.cancel()
 	<-fl.done
+}
+
+// cut closes the client's connections, as a network failure would.
+func (fl *follower) cut() {
+	fl.mu.Lock()
+	defer fl.mu.Unlock()
+	for _, c := range fl.conns {
+		c.Close()
+	}
+	fl.conns = nil
 }
 
 // snapshot returns the events received so far.

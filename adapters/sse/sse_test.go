@@ -1,10 +1,12 @@
 package sse
 
 import (
+	"bufio"
 	"context"
 	"encoding/base64"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -134,7 +136,7 @@ func TestResumeAcrossDroppedConnections(t *testing.T) {
 			done = true
 		case <-time.After(30 * time.Millisecond):
 			if fl.attachedCount() > cuts {
-				f.srv.CloseClientConnections()
+				fl.cut()
 				cuts++
 			}
 		}
@@ -413,7 +415,8 @@ func TestBadRequestsAreRefusedBeforeTheStream(t *testing.T) {
 }
 
 func TestStreamsPerKeyLimit(t *testing.T) {
-	f := newFixture(t, fixtureOptions{sse: Options{MaxStreamsPerKey: 2}})
+	// A client that leaves is noticed at the next heartbeat.
+	f := newFixture(t, fixtureOptions{sse: Options{MaxStreamsPerKey: 2, Heartbeat: 50 * time.Millisecond}})
 	first := openRaw(t, f.url("channels=a"), nil)
 	openRaw(t, f.url("channels=b"), nil)
 	resp := get(t, f.url("channels=c"), nil)
@@ -561,5 +564,52 @@ func TestHTTP2(t *testing.T) {
 	f.publish(t, "b", "over-h2")
 	if m := s.nextOf(t, eventMessage).message(t); text(t, m) != "over-h2" || m.Channel != "b" {
 		t.Errorf("got %+v", m)
+	}
+}
+
+// An HTTP/1.0 client gets a stream delimited by the connection's end (no
+// chunked encoding, which HTTP/1.0 does not know).
+func TestHTTP10ClientGetsAPlainStream(t *testing.T) {
+	f := newFixture(t, fixtureOptions{})
+	conn, err := net.Dial("tcp", f.srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, "GET /v1/sse?key="+testKey+"&channels=old HTTP/1.0\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	r := bufio.NewReader(conn)
+	var head strings.Builder
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("reading the response head: %v (%q)", err, head.String())
+		}
+		head.WriteString(line)
+		if line == "\r\n" {
+			break
+		}
+	}
+	if !strings.HasPrefix(head.String(), "HTTP/1.0 200 OK\r\n") || strings.Contains(head.String(), "Transfer-Encoding") ||
+		!strings.Contains(head.String(), "Content-Type: text/event-stream\r\n") {
+		t.Fatalf("response head:\n%s", head.String())
+	}
+	var body strings.Builder
+	for !strings.Contains(body.String(), "event: attached") {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("reading the stream: %v (%q)", err, body.String())
+		}
+		body.WriteString(line)
+	}
+	f.publish(t, "old", "over-http/1.0")
+	for !strings.Contains(body.String(), "over-http/1.0") {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("reading the stream: %v (%q)", err, body.String())
+		}
+		body.WriteString(line)
 	}
 }

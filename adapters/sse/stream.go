@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"net/http"
 	"strconv"
 	"sync"
 	"time"
@@ -16,6 +15,7 @@ import (
 	"github.com/switchboardhq/switchboard/core/apierr"
 	"github.com/switchboardhq/switchboard/core/position"
 	"github.com/switchboardhq/switchboard/internal/httperr"
+	"github.com/switchboardhq/switchboard/internal/jsonw"
 )
 
 // takeBatch is how many events are written per flush at most.
@@ -25,13 +25,10 @@ const takeBatch = 256
 // running run.
 type stream struct {
 	h     *Handler
-	w     http.ResponseWriter
-	rc    *http.ResponseController
+	sink  sink
 	req   *request
 	codec *tokenCodec
 	conn  *core.Conn
-	// protoMajor is the request's HTTP major version.
-	protoMajor int
 	// endReason says why the stream ended once errStreamEnd is returned.
 	endReason string
 
@@ -44,8 +41,9 @@ type stream struct {
 	resumed   []bool
 	attached  int
 
-	out    []byte
-	events []core.Event
+	out     []byte
+	scratch []byte // renders control events' data
+	events  []core.Event
 }
 
 // Stream event names.
@@ -73,14 +71,6 @@ func (s *stream) run(ctx context.Context, expiresAt time.Time) string {
 
 	s.delivered = make([]bool, len(s.positions))
 	s.resumed = make([]bool, len(s.positions))
-	h := s.w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache, no-transform")
-	h.Set("X-Accel-Buffering", "no")
-	if s.protoMajor == 1 { // HTTP/2 forbids connection-specific headers
-		h.Set("Connection", "keep-alive")
-	}
-	s.w.WriteHeader(http.StatusOK)
 	s.out = appendRetry(s.out, s.h.opts.Retry)
 	if err := s.flush(); err != nil {
 		return "write-failed"
@@ -112,6 +102,9 @@ func (s *stream) run(ctx context.Context, expiresAt time.Time) string {
 		case res := <-results:
 			err = s.attachDone(res)
 		case <-heartbeat.C:
+			if s.sink.gone() {
+				return "client-closed"
+			}
 			s.out = append(s.out, ": heartbeat\n\n"...)
 			s.h.metrics.events.WithLabelValues("heartbeat").Inc()
 			err = s.flush()
@@ -243,20 +236,32 @@ func (s *stream) attachDone(res attachResult) error {
 	return s.flush()
 }
 
+// continuityEntry is one channel of a continuity event.
 type continuityEntry struct {
 	Channel string `json:"channel"`
 	Reason  string `json:"reason"`
 	Serial  string `json:"serial,omitempty"`
 }
 
-func (s *stream) appendContinuity(id string, entries ...continuityEntry) {
-	data, _ := json.Marshal(struct {
-		Channels []continuityEntry `json:"channels"`
-	}{entries})
-	s.out = appendEvent(s.out, eventContinuity, id, data)
+// Control events are rendered without reflection: encoding/json's deep
+// stack would grow every stream goroutine's stack for good.
+
+func (s *stream) appendContinuity(id string, c continuityEntry) {
+	d := append(s.scratch[:0], `{"channels":[{"channel":`...)
+	d = jsonw.String(d, c.Channel)
+	d = append(d, `,"reason":`...)
+	d = jsonw.String(d, c.Reason)
+	if c.Serial != "" {
+		d = append(d, `,"serial":`...)
+		d = jsonw.String(d, c.Serial)
+	}
+	d = append(d, "}]}"...)
+	s.out = appendEvent(s.out, eventContinuity, id, d)
+	s.scratch = d
 	s.h.metrics.events.WithLabelValues(eventContinuity).Inc()
 }
 
+// attachedEntry is one channel of an attached event.
 type attachedEntry struct {
 	Channel string `json:"channel"`
 	Serial  string `json:"serial"`
@@ -267,15 +272,24 @@ type attachedEntry struct {
 // holds every channel's position: a reconnect before the first message
 // still resumes without a gap.
 func (s *stream) appendAttached() {
-	entries := make([]attachedEntry, len(s.req.names))
+	d := append(s.scratch[:0], `{"connectionId":`...)
+	d = jsonw.String(d, s.conn.ID())
+	d = append(d, `,"channels":[`...)
 	for i, name := range s.req.names {
-		entries[i] = attachedEntry{Channel: name, Serial: s.positions[i].String(), Resumed: s.resumed[i]}
+		if i > 0 {
+			d = append(d, ',')
+		}
+		d = append(d, `{"channel":`...)
+		d = jsonw.String(d, name)
+		d = append(d, `,"serial":`...)
+		d = jsonw.String(d, s.positions[i].String())
+		d = append(d, `,"resumed":`...)
+		d = strconv.AppendBool(d, s.resumed[i])
+		d = append(d, '}')
 	}
-	data, _ := json.Marshal(struct {
-		ConnectionID string          `json:"connectionId"`
-		Channels     []attachedEntry `json:"channels"`
-	}{s.conn.ID(), entries})
-	s.out = appendEvent(s.out, eventAttached, s.codec.encode(s.positions), data)
+	d = append(d, "]}"...)
+	s.out = appendEvent(s.out, eventAttached, s.codec.encode(s.positions), d)
+	s.scratch = d
 	s.h.metrics.events.WithLabelValues(eventAttached).Inc()
 }
 
@@ -285,17 +299,13 @@ func (s *stream) appendError(err error) {
 	s.h.metrics.events.WithLabelValues(eventError).Inc()
 }
 
-// flush writes the pending output and pushes it to the client, bounding
-// how long a client that does not read can hold the stream.
+// flush writes the pending output to the client; the sink bounds how long
+// a client that does not read can hold the stream.
 func (s *stream) flush() error {
 	if len(s.out) == 0 {
 		return nil
 	}
-	_ = s.rc.SetWriteDeadline(time.Now().Add(s.h.opts.WriteTimeout))
-	_, err := s.w.Write(s.out)
-	if err == nil {
-		err = s.rc.Flush()
-	}
+	err := s.sink.write(s.out)
 	s.out = s.out[:0]
 	if cap(s.out) > 64<<10 {
 		s.out = nil // do not keep a large burst's buffer on an idle stream

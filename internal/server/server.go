@@ -38,6 +38,7 @@ type Server struct {
 	auth     *auth.Authenticator
 	registry *prometheus.Registry
 	http     *http.Server
+	events   *sse.Handler
 	httpLn   net.Listener
 	ready    atomic.Bool
 }
@@ -105,6 +106,7 @@ func New(cfg config.Config, log *slog.Logger) (_ *Server, err error) {
 
 	mux := http.NewServeMux()
 	mux.Handle("/v1/sse", events)
+	s.events = events
 	mux.Handle("/v1/", native.NewREST(s.engine, s.auth, native.RESTOptions{
 		MaxRequestBody: int64(cfg.MaxRequestBody),
 		Logger:         log.With("component", "rest"),
@@ -118,9 +120,6 @@ func New(cfg config.Config, log *slog.Logger) (_ *Server, err error) {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	// Streams never go idle on their own: shutting down ends them with a
-	// reconnection hint so that the drain can complete.
-	s.http.RegisterOnShutdown(events.Drain)
 	if config.Enabled(cfg.HTTP) {
 		s.httpLn, err = net.Listen("tcp", cfg.HTTP)
 		if err != nil {
@@ -177,8 +176,14 @@ func (s *Server) Run(ctx context.Context) error {
 	s.log.Info("shutting down", "timeout", time.Duration(s.cfg.ShutdownTimeout).String())
 	sctx, cancel := context.WithTimeout(context.Background(), time.Duration(s.cfg.ShutdownTimeout))
 	defer cancel()
+	// Streams never go idle on their own: they end with a reconnection
+	// hint, and their connections are waited for like the others.
+	s.events.Drain()
 	if err := s.http.Shutdown(sctx); err != nil {
 		s.log.Warn("http connections did not drain in time", "err", err)
+	}
+	if err := s.events.Wait(sctx); err != nil {
+		s.log.Warn("sse streams did not drain in time", "err", err)
 	}
 	if err := s.closeStorage(sctx); err != nil {
 		s.log.Error("shutdown", "err", err)

@@ -162,13 +162,19 @@ func TestPortConflictIsReportedByNew(t *testing.T) {
 // reconnection hint and Run returns promptly.
 func TestShutdownEndsSSEStreams(t *testing.T) {
 	_, base, cancel, done, runErr := startTestServer(t, testYAML)
-	resp, err := http.Get(base + "/v1/sse?key=app:s3cret&channels=a,b")
+	req, _ := http.NewRequest(http.MethodGet, base+"/v1/sse?key=app:s3cret&channels=a,b", nil)
+	req.Header.Set("Origin", "https://app.example.com")
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" {
 		t.Fatalf("stream: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+	// The CORS headers survive the stream taking its connection over.
+	if got := resp.Header.Get("Access-Control-Allow-Origin"); got != "*" && got != "https://app.example.com" {
+		t.Errorf("Access-Control-Allow-Origin = %q, want the origin allowed", got)
 	}
 	buf := make([]byte, 4096)
 	var got strings.Builder
