@@ -22,6 +22,8 @@ vet:
 
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=$(BENCHTIME) -count=3 ./core/...
+	$(GO) test -run='^$$' -bench=IdleStream -benchtime=1x -count=3 ./adapters/sse/
+	$(GO) test -run='^$$' -bench=Fanout -benchtime=2000x -count=3 ./adapters/sse/
 
 run:
 	$(GO) run ./cmd/switchboard serve --dev
