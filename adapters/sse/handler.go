@@ -192,7 +192,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// The connection is the stream's own now: serve it from a goroutine of
 	// its own and let net/http's goroutines and buffers go.
-	go h.serve(context.WithoutCancel(r.Context()), st, identity.ExpiresAt, release)
+	go h.serve(context.Background(), st, identity.ExpiresAt, release)
 }
 
 // serve runs an open stream to its end and releases what it holds.

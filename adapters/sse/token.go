@@ -220,15 +220,10 @@ func (r *tokenReader) uvarint() uint64 {
 	return v
 }
 
+// varint reads a zigzag-coded signed varint (binary.AppendVarint's form).
 func (r *tokenReader) varint() int64 {
-	v, n := binary.Varint(r.b)
-	if n <= 0 {
-		r.err = true
-		r.b = nil
-		return 0
-	}
-	r.b = r.b[n:]
-	return v
+	u := r.uvarint()
+	return int64(u>>1) ^ -int64(u&1)
 }
 
 func (r *tokenReader) bytes(n int) []byte {
