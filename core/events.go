@@ -205,8 +205,10 @@ func (q *eventQueue) take(dst []Event, max int) []Event {
 		max--
 	}
 	if q.n == 0 {
-		if len(q.buf) > 1024 {
-			q.buf, q.head = nil, 0 // give memory back after a large burst
+		if len(q.buf) > 64 {
+			// Give memory back after a burst: an idle connection
+			// should not keep a burst-sized ring (40 bytes an event).
+			q.buf, q.head = nil, 0
 		}
 		for _, a := range q.lost {
 			dst = append(dst, Event{Kind: EventContinuity, Attachment: a, Continuity: &Continuity{

@@ -123,6 +123,9 @@ func (s *stream) drain() error {
 	for {
 		s.events = s.conn.Take(s.events[:0], takeBatch)
 		if len(s.events) == 0 {
+			if cap(s.events) > 16 {
+				s.events = nil // an idle stream keeps no burst-sized batch
+			}
 			return nil
 		}
 		var end error
