@@ -25,9 +25,11 @@ func (e *Engine) Authenticate(c auth.Credentials) (*auth.Identity, error) {
 
 // ConnectOptions configure a connection.
 type ConnectOptions struct {
-	// ConnectionID reclaims the id (and the presence) of a connection that
-	// dropped less than the presence grace period ago. The identity must
-	// have the same key and client id. Empty assigns a new id.
+	// ConnectionID reclaims the id of a connection that dropped less than
+	// the connection-state TTL ago, and its presence members if it dropped
+	// less than the presence grace period ago. The identity must have the
+	// same key and client id. Empty, or an id that cannot be reclaimed,
+	// assigns a new id.
 	ConnectionID string
 	// ClientID is used when the identity does not fix one.
 	ClientID string
@@ -53,11 +55,16 @@ type Conn struct {
 	closed      bool
 }
 
+// connRecord is what the engine remembers of a connection id. A dropped
+// connection's record stays for the connection-state TTL so that a new
+// connection can take the id back; its presence members stay only for the
+// presence grace period.
 type connRecord struct {
 	keyName    string
 	clientID   string
-	presence   map[string]struct{}
-	graceTimer *time.Timer
+	presence   map[string]struct{} // members kept for a dropped connection
+	graceTimer *time.Timer         // removes those members
+	expiry     *time.Timer         // forgets the dropped connection
 	live       bool
 }
 
@@ -87,15 +94,18 @@ func (e *Engine) Connect(identity *auth.Identity, opts ConnectOptions) (*Conn, e
 	if opts.ConnectionID != "" {
 		rec, ok := e.conns[opts.ConnectionID]
 		if ok && !rec.live && rec.keyName == identity.KeyName && rec.clientID == clientID {
-			if rec.graceTimer != nil {
-				rec.graceTimer.Stop()
-				rec.graceTimer = nil
+			for _, t := range []*time.Timer{rec.graceTimer, rec.expiry} {
+				if t != nil {
+					t.Stop()
+				}
 			}
+			rec.graceTimer, rec.expiry = nil, nil
 			rec.live = true
 			c.id = opts.ConnectionID
 			for ch := range rec.presence {
 				c.presence[ch] = struct{}{}
 			}
+			rec.presence = nil
 			e.metrics.connections.Inc()
 			return c, nil
 		}
@@ -492,9 +502,10 @@ func (e *Engine) registerLocked(ch *channelState, a *Attachment, after uint64) {
 // presence members leave at once.
 func (c *Conn) Close() { c.end(false) }
 
-// Drop ends a connection that was lost abruptly: attachments end, and its
-// presence members leave after the presence grace period unless a new
-// connection reclaims its id first (see ConnectOptions.ConnectionID).
+// Drop ends a connection that was lost abruptly: attachments end, its
+// presence members leave after the presence grace period, and its id stays
+// reserved for the connection-state TTL, unless a new connection reclaims
+// the id first (see ConnectOptions.ConnectionID).
 func (c *Conn) Drop() { c.end(true) }
 
 func (c *Conn) end(abrupt bool) {
@@ -524,7 +535,7 @@ func (c *Conn) end(abrupt bool) {
 		e.connMu.Unlock()
 		return
 	}
-	if !abrupt || len(presence) == 0 || e.closing.Load() {
+	if !abrupt || e.closing.Load() {
 		delete(e.conns, c.id)
 		e.connMu.Unlock()
 		for name := range presence {
@@ -533,19 +544,28 @@ func (c *Conn) end(abrupt bool) {
 		return
 	}
 	rec.live = false
-	rec.presence = presence
 	id, clientID := c.id, c.clientID
-	rec.graceTimer = time.AfterFunc(e.opts.PresenceGrace, func() {
-		e.connMu.Lock()
-		r := e.conns[id]
-		if r != rec || r.live {
+	if len(presence) > 0 {
+		rec.presence = presence
+		rec.graceTimer = time.AfterFunc(e.opts.PresenceGrace, func() {
+			e.connMu.Lock()
+			if e.conns[id] != rec || rec.live {
+				e.connMu.Unlock()
+				return
+			}
+			members := rec.presence
+			rec.presence = nil
 			e.connMu.Unlock()
-			return
-		}
-		delete(e.conns, id)
-		e.connMu.Unlock()
-		for name := range presence {
-			e.leaveMember(name, clientID, id)
+			for name := range members {
+				e.leaveMember(name, clientID, id)
+			}
+		})
+	}
+	rec.expiry = time.AfterFunc(max(e.opts.ConnectionStateTTL, e.opts.PresenceGrace), func() {
+		e.connMu.Lock()
+		defer e.connMu.Unlock()
+		if e.conns[id] == rec && !rec.live {
+			delete(e.conns, id)
 		}
 	})
 	e.connMu.Unlock()

@@ -105,6 +105,10 @@ type Options struct {
 	// default 100000 ids. Beyond it the oldest ids are forgotten early.
 	DedupMaxPerChannel int
 	PresenceGrace      time.Duration // default 15s
+	// ConnectionStateTTL is how long the id of a dropped connection stays
+	// reserved for a new connection of the same key and client to take
+	// back (see ConnectOptions.ConnectionID); default 2m.
+	ConnectionStateTTL time.Duration
 	MaxMessageSize     int           // default 64 KiB
 	SubscriberBuffer   int           // default 1024 events per connection
 	// ChannelMemoryLimit is how many recent messages a channel keeps in
@@ -148,6 +152,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.PresenceGrace <= 0 {
 		o.PresenceGrace = 15 * time.Second
+	}
+	if o.ConnectionStateTTL <= 0 {
+		o.ConnectionStateTTL = 2 * time.Minute
 	}
 	if o.MaxMessageSize <= 0 {
 		o.MaxMessageSize = 64 * 1024

@@ -867,3 +867,53 @@ func TestIdleChannelsCloseWithLifecycleEvents(t *testing.T) {
 		t.Fatalf("serial after reopen %+v", p.Entries())
 	}
 }
+
+// A dropped connection's id can be taken back for the connection-state TTL
+// (its presence only within the presence grace), by the same key and
+// client only.
+func TestConnectionIDReservedForTheStateTTL(t *testing.T) {
+	e, _ := modes()[0].build(t, Options{PresenceGrace: 50 * time.Millisecond, ConnectionStateTTL: 300 * time.Millisecond})
+	ctx := context.Background()
+	all := auth.Capability{"*": auth.AllOperations()}
+	alice := &auth.Identity{KeyName: "app", ClientID: "alice", Capability: all}
+	c, err := e.Connect(alice, ConnectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.EnterPresence(ctx, "room", "", ""); err != nil {
+		t.Fatal(err)
+	}
+	id := c.ID()
+	c.Drop()
+	waitFor(t, "the member to leave after the grace", func() bool {
+		m, _ := e.PresenceMembers(ctx, nil, "room")
+		return len(m) == 0
+	})
+	// Another client, or another key, cannot take the id.
+	bob, err := e.Connect(&auth.Identity{KeyName: "app", ClientID: "bob", Capability: all}, ConnectOptions{ConnectionID: id})
+	if err != nil || bob.ID() == id {
+		t.Fatalf("another client took the id: %v %q", err, bob.ID())
+	}
+	bob.Close()
+	other, err := e.Connect(&auth.Identity{KeyName: "other", ClientID: "alice", Capability: all}, ConnectOptions{ConnectionID: id})
+	if err != nil || other.ID() == id {
+		t.Fatalf("another key took the id: %v %q", err, other.ID())
+	}
+	other.Close()
+	// The same client gets it back after the grace, without its member.
+	c2, err := e.Connect(alice, ConnectOptions{ConnectionID: id})
+	if err != nil || c2.ID() != id {
+		t.Fatalf("reclaim within the TTL: %v %q, want %q", err, c2.ID(), id)
+	}
+	if m, _ := e.PresenceMembers(ctx, nil, "room"); len(m) != 0 {
+		t.Errorf("the member came back with the id: %+v", m)
+	}
+	// Beyond the TTL the id is gone.
+	c2.Drop()
+	time.Sleep(400 * time.Millisecond)
+	c3, err := e.Connect(alice, ConnectOptions{ConnectionID: id})
+	if err != nil || c3.ID() == id {
+		t.Fatalf("reclaim after the TTL: %v %q", err, c3.ID())
+	}
+	c3.Close()
+}

@@ -78,6 +78,7 @@ func New(cfg config.Config, log *slog.Logger) (_ *Server, err error) {
 		ResumeWindow:       time.Duration(cfg.ResumeWindow),
 		DedupWindow:        time.Duration(cfg.DedupWindow),
 		PresenceGrace:      time.Duration(cfg.PresenceGrace),
+		ConnectionStateTTL: time.Duration(cfg.ConnectionStateTTL),
 		MaxMessageSize:     int(cfg.MaxMessageSize),
 		SubscriberBuffer:   cfg.SubscriberBuffer,
 		ChannelMemoryLimit: cfg.ChannelMemoryLimit,
