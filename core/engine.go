@@ -109,8 +109,8 @@ type Options struct {
 	// reserved for a new connection of the same key and client to take
 	// back (see ConnectOptions.ConnectionID); default 2m.
 	ConnectionStateTTL time.Duration
-	MaxMessageSize     int           // default 64 KiB
-	SubscriberBuffer   int           // default 1024 events per connection
+	MaxMessageSize     int // default 64 KiB
+	SubscriberBuffer   int // default 1024 events per connection
 	// ChannelMemoryLimit is how many recent messages a channel keeps in
 	// memory: its whole log in memory mode (default 1000); in durable modes
 	// a cache of the store's tail of at most 128.
