@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/switchboardhq/switchboard/core/apierr"
@@ -45,7 +46,7 @@ type ConnectOptions struct {
 type Conn struct {
 	e        *Engine
 	id       string
-	identity *auth.Identity
+	identity atomic.Pointer[auth.Identity] // replaced by Reauthorize
 	clientID string
 	q        eventQueue
 
@@ -83,7 +84,8 @@ func (e *Engine) Connect(identity *auth.Identity, opts ConnectOptions) (*Conn, e
 		}
 		clientID = identity.ClientID
 	}
-	c := &Conn{e: e, identity: identity, clientID: clientID, attachments: map[*Attachment]struct{}{}, presence: map[string]struct{}{}}
+	c := &Conn{e: e, clientID: clientID, attachments: map[*Attachment]struct{}{}, presence: map[string]struct{}{}}
+	c.identity.Store(identity)
 	buf := opts.Buffer
 	if buf <= 0 {
 		buf = e.opts.SubscriberBuffer
@@ -129,7 +131,26 @@ func (c *Conn) ID() string { return c.id }
 func (c *Conn) ClientID() string { return c.clientID }
 
 // Identity is who the connection authenticated as.
-func (c *Conn) Identity() *auth.Identity { return c.identity }
+func (c *Conn) Identity() *auth.Identity { return c.identity.Load() }
+
+// Reauthorize replaces the connection's identity with a renewed one (a new
+// token, say) from the same key and, if the connection has a client id,
+// for the same client. Later operations are checked against it; existing
+// attachments stay.
+func (c *Conn) Reauthorize(identity *auth.Identity) error {
+	if identity == nil {
+		return apierr.New(apierr.Unauthorized, "credentials required")
+	}
+	old := c.identity.Load()
+	if identity.KeyName != old.KeyName {
+		return apierr.New(apierr.OperationNotAllowed, "new credentials must belong to the same key")
+	}
+	if identity.ClientID != "" && identity.ClientID != "*" && identity.ClientID != c.clientID {
+		return apierr.New(apierr.OperationNotAllowed, "new credentials are for clientId %q, not %q", identity.ClientID, c.clientID)
+	}
+	c.identity.Store(identity)
+	return nil
+}
 
 // Ready is signalled when events may be available; call Take after it.
 func (c *Conn) Ready() <-chan struct{} { return c.q.notify }
@@ -208,7 +229,7 @@ func (c *Conn) Attach(ctx context.Context, spec string, opts AttachOptions) (*At
 	if err != nil {
 		return nil, err
 	}
-	if err := c.identity.Check(sp.Name, auth.OpSubscribe); err != nil {
+	if err := c.Identity().Check(sp.Name, auth.OpSubscribe); err != nil {
 		return nil, err
 	}
 	rewind := sp.Rewind

@@ -63,7 +63,7 @@ func (c *Conn) presenceChange(_ context.Context, channelName string, action Pres
 	if err := channel.ValidateName(channelName); err != nil {
 		return err
 	}
-	if err := c.identity.Check(channelName, auth.OpPresence); err != nil {
+	if err := c.Identity().Check(channelName, auth.OpPresence); err != nil {
 		return err
 	}
 	if c.clientID == "" {

@@ -25,7 +25,7 @@ type PublishResult struct {
 // they are accepted under the configured durability. The engine takes
 // ownership of msgs.
 func (c *Conn) Publish(ctx context.Context, channelName string, msgs []*Message) ([]PublishResult, error) {
-	return c.e.Publish(ctx, c.identity, c.id, c.clientID, channelName, msgs)
+	return c.e.Publish(ctx, c.Identity(), c.id, c.clientID, channelName, msgs)
 }
 
 // PublishAsync is Publish without waiting: the messages are sequenced
@@ -33,7 +33,7 @@ func (c *Conn) Publish(ctx context.Context, channelName string, msgs []*Message)
 // is called once they are accepted or failed. done must not block. An error
 // returned directly means done will not be called.
 func (c *Conn) PublishAsync(ctx context.Context, channelName string, msgs []*Message, done func([]PublishResult, error)) error {
-	return c.e.PublishAsync(ctx, c.identity, c.id, c.clientID, channelName, msgs, done)
+	return c.e.PublishAsync(ctx, c.Identity(), c.id, c.clientID, channelName, msgs, done)
 }
 
 // Publish publishes msgs for identity (nil means a trusted internal

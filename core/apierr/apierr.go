@@ -36,6 +36,7 @@ const (
 	NotFound            Code = 40400 // no such resource
 	MethodNotAllowed    Code = 40500 // HTTP method not allowed on this resource
 	Conflict            Code = 40900 // request conflicts with current state
+	ConnectionExpired   Code = 41001 // connection state to resume is unknown or expired; channels resume from their own serials
 	RateLimited         Code = 42910 // too many requests
 	Internal            Code = 50000 // unexpected server error
 	StorageFailure      Code = 50010 // the durable store refused the write (for example: disk full)

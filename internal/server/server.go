@@ -39,6 +39,7 @@ type Server struct {
 	registry *prometheus.Registry
 	http     *http.Server
 	events   *sse.Handler
+	realtime *native.Realtime
 	httpLn   net.Listener
 	ready    atomic.Bool
 }
@@ -105,9 +106,21 @@ func New(cfg config.Config, log *slog.Logger) (_ *Server, err error) {
 		return nil, err
 	}
 
+	realtime, err := native.NewRealtime(s.engine, native.RealtimeOptions{
+		ConnectionStateTTL: time.Duration(cfg.ConnectionStateTTL),
+		MaxFrameSize:       int64(cfg.MaxRequestBody),
+		OriginPatterns:     originPatterns(cfg.CORS.AllowedOrigins),
+		Logger:             log.With("component", "realtime"),
+		Registerer:         s.registry,
+	})
+	if err != nil {
+		return nil, err
+	}
+
 	mux := http.NewServeMux()
 	mux.Handle("/v1/sse", events)
-	s.events = events
+	mux.Handle("/v1/realtime", realtime)
+	s.events, s.realtime = events, realtime
 	mux.Handle("/v1/", native.NewREST(s.engine, s.auth, native.RESTOptions{
 		MaxRequestBody: int64(cfg.MaxRequestBody),
 		Logger:         log.With("component", "rest"),
@@ -156,7 +169,7 @@ func (s *Server) Run(ctx context.Context) error {
 				errc <- fmt.Errorf("http server: %w", err)
 			}
 		}()
-		s.log.Info("listener up", "protocol", "http", "addr", s.HTTPAddr(), "serves", "REST /v1, SSE /v1/sse, /healthz, /readyz, /metrics")
+		s.log.Info("listener up", "protocol", "http", "addr", s.HTTPAddr(), "serves", "REST /v1, realtime /v1/realtime, SSE /v1/sse, /healthz, /readyz, /metrics")
 	} else {
 		s.log.Info("listener off", "protocol", "http")
 	}
@@ -180,11 +193,15 @@ func (s *Server) Run(ctx context.Context) error {
 	// Streams never go idle on their own: they end with a reconnection
 	// hint, and their connections are waited for like the others.
 	s.events.Drain()
+	s.realtime.Drain()
 	if err := s.http.Shutdown(sctx); err != nil {
 		s.log.Warn("http connections did not drain in time", "err", err)
 	}
 	if err := s.events.Wait(sctx); err != nil {
 		s.log.Warn("sse streams did not drain in time", "err", err)
+	}
+	if err := s.realtime.Wait(sctx); err != nil {
+		s.log.Warn("realtime connections did not drain in time", "err", err)
 	}
 	if err := s.closeStorage(sctx); err != nil {
 		s.log.Error("shutdown", "err", err)
@@ -277,6 +294,22 @@ func namespaceRules(cfg config.Config) func(string) core.NamespaceRules {
 		rules[ns.Name] = r
 	}
 	return func(ns string) core.NamespaceRules { return rules[ns] }
+}
+
+// originPatterns turns the CORS origins into the host patterns WebSocket
+// upgrades are checked against.
+func originPatterns(origins []string) []string {
+	out := make([]string, 0, len(origins))
+	for _, o := range origins {
+		if o == "*" {
+			out = append(out, "*")
+			continue
+		}
+		if _, host, ok := strings.Cut(o, "://"); ok {
+			out = append(out, host)
+		}
+	}
+	return out
 }
 
 // cors applies the cross-origin policy to every response.
