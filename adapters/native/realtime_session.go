@@ -487,8 +487,11 @@ func mustJSON(v any) []byte {
 	return b
 }
 
+// writeNow writes one frame. It is not bound to the session's context, so
+// that last words (an error before closing) still go out; ending the
+// session closes the socket, which stops a write in progress.
 func (s *session) writeNow(b []byte) bool {
-	ctx, cancel := context.WithTimeout(s.ctx, s.rt.opts.WriteTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), s.rt.opts.WriteTimeout)
 	defer cancel()
 	if err := s.ws.Write(ctx, websocket.MessageText, b); err != nil {
 		s.cancel()

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"github.com/coder/websocket"
 	"io"
 	"log/slog"
 	"net/http"
@@ -200,4 +201,40 @@ func TestShutdownEndsSSEStreams(t *testing.T) {
 		t.Errorf("the stream ended without a retry hint: %q", rest)
 	}
 	t.Logf("shutdown with an open stream took %v", time.Since(start))
+}
+
+// Open realtime connections are told to reconnect elsewhere and do not
+// hold up a graceful shutdown.
+func TestShutdownDisconnectsRealtimeConnections(t *testing.T) {
+	_, base, cancel, done, _ := startTestServer(t, testYAML)
+	ctx, stop := context.WithTimeout(context.Background(), 10*time.Second)
+	defer stop()
+	ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(base, "http")+"/v1/realtime?key=app:s3cret", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	read := func() string {
+		_, b, err := ws.Read(ctx)
+		if err != nil {
+			t.Fatalf("read: %v", err)
+		}
+		return string(b)
+	}
+	if got := read(); !strings.Contains(got, `"action":"connected"`) {
+		t.Fatalf("first frame %s", got)
+	}
+	cancel()
+	if got := read(); !strings.Contains(got, `"action":"disconnect"`) || !strings.Contains(got, `"retryIn"`) {
+		t.Errorf("frame at shutdown %s, want disconnect with a retry hint", got)
+	}
+	// Reading answers the server's close frame.
+	if _, _, err := ws.Read(ctx); websocket.CloseStatus(err) != websocket.StatusGoingAway {
+		t.Errorf("close %v, want going away", err)
+	}
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return within 10s of shutdown with a realtime connection open")
+	}
 }
