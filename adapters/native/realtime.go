@@ -104,7 +104,8 @@ type connState struct {
 	connectionID string
 	keyName      string
 	clientID     string
-	expiry       *time.Timer // set while the connection is down
+	live         *session    // the connection, while it is up
+	expiry       *time.Timer // set once it is down
 }
 
 // NewRealtime returns the realtime protocol handler.
@@ -284,29 +285,42 @@ func (rt *Realtime) retryHint() int64 {
 	return int64(time.Second/time.Millisecond) + rand.Int64N(2000)
 }
 
-// newConnectionKey issues the key that resumes conn.
-func (rt *Realtime) newConnectionKey(conn *core.Conn, keyName string) string {
+// newConnectionKey issues the key that resumes s's connection.
+func (rt *Realtime) newConnectionKey(s *session) string {
 	var b [18]byte
 	_, _ = crand.Read(b[:])
-	key := conn.ID() + "!" + base64.RawURLEncoding.EncodeToString(b[:])
+	key := s.conn.ID() + "!" + base64.RawURLEncoding.EncodeToString(b[:])
 	rt.mu.Lock()
-	rt.keys[key] = &connState{connectionID: conn.ID(), keyName: keyName, clientID: conn.ClientID()}
+	rt.keys[key] = &connState{connectionID: s.conn.ID(), keyName: s.conn.Identity().KeyName, clientID: s.conn.ClientID(), live: s}
 	rt.mu.Unlock()
 	return key
 }
 
 // takeState returns the state a connection key resumes and forgets the key
-// (a resumed connection gets a new one).
+// (a resumed connection gets a new one). A client often notices a dead
+// connection before the server does: if the key's connection still looks
+// up, it is dropped first, so that the new one can take its place.
 func (rt *Realtime) takeState(key string, identity *auth.Identity, clientID string) (*connState, error) {
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
 	st, ok := rt.keys[key]
-	if !ok || st.expiry == nil {
-		// Unknown, expired, or still in use by a live connection.
+	if !ok {
 		return nil, apierr.New(apierr.ConnectionExpired, "unknown or expired connection key; channels resume from their own serials")
 	}
 	if st.keyName != identity.KeyName || (clientID != "" && clientID != st.clientID) {
 		return nil, apierr.New(apierr.ConnectionExpired, "the connection key belongs to other credentials")
+	}
+	if old := st.live; old != nil {
+		rt.mu.Unlock()
+		old.kick()
+		select {
+		case <-old.ended:
+		case <-time.After(rt.opts.WriteTimeout):
+		}
+		rt.mu.Lock()
+		if rt.keys[key] != st || st.expiry == nil {
+			return nil, apierr.New(apierr.ConnectionExpired, "the connection key is in use")
+		}
 	}
 	st.expiry.Stop()
 	delete(rt.keys, key)
@@ -322,6 +336,7 @@ func (rt *Realtime) dropped(key string) {
 	if !ok {
 		return
 	}
+	st.live = nil
 	st.expiry = time.AfterFunc(rt.opts.ConnectionStateTTL, func() {
 		rt.mu.Lock()
 		defer rt.mu.Unlock()

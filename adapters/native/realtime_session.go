@@ -42,6 +42,7 @@ type session struct {
 	orderly    atomic.Bool    // the client asked to close
 	overflow   atomic.Bool    // the outbox overflowed
 	writerDone chan struct{}  // closed when the writer has stopped
+	ended      chan struct{}  // closed once the connection is fully gone
 }
 
 type attachOp struct {
@@ -61,6 +62,7 @@ func newSession(rt *Realtime, ws *websocket.Conn, conn *core.Conn, identity *aut
 		ops:        make(chan attachOp, rt.opts.MaxPendingAttaches),
 		expiries:   make(chan time.Time, 1),
 		writerDone: make(chan struct{}),
+		ended:      make(chan struct{}),
 	}
 	s.expiries <- identity.ExpiresAt
 	return s
@@ -74,7 +76,7 @@ func (s *session) run(resumed bool, resumeErr error) {
 	if resumed {
 		rt.metrics.resumes.Inc()
 	}
-	s.key = rt.newConnectionKey(s.conn, s.conn.Identity().KeyName)
+	s.key = rt.newConnectionKey(s)
 	hello := connectedFrame{
 		Action: actionConnected, ConnectionID: s.conn.ID(), ConnectionKey: s.key, ClientID: s.conn.ClientID(),
 		Resumed: resumed,
@@ -119,6 +121,14 @@ func (s *session) run(resumed bool, resumeErr error) {
 		s.conn.Drop()
 		rt.dropped(s.key)
 	}
+	_ = s.ws.CloseNow()
+	close(s.ended)
+}
+
+// kick ends the connection as if it had failed: a resuming connection
+// takes its place.
+func (s *session) kick() {
+	s.cancel()
 	_ = s.ws.CloseNow()
 }
 

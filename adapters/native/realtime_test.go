@@ -384,7 +384,10 @@ func TestRealtimeFrameRateLimit(t *testing.T) {
 	c := f.dial(t, "key="+testKey)
 	c.expect("connected")
 	for range 10 {
-		c.sendJSON(map[string]any{"action": "heartbeat"})
+		// The server may close before the last ones are written.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = c.ws.Write(ctx, websocket.MessageText, []byte(`{"action":"heartbeat"}`))
+		cancel()
 	}
 	for {
 		m := c.next()
@@ -510,5 +513,23 @@ func TestRealtimeHeartbeats(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("no heartbeat")
+	}
+}
+
+// A client often notices a dead connection before the server does: a
+// resume with the key of a connection that still looks up replaces it.
+func TestRealtimeResumeReplacesAConnectionStillUp(t *testing.T) {
+	f := newRTFixture(t, RealtimeOptions{}, core.Options{})
+	a := f.dial(t, "key="+testKey+"&clientId=dave")
+	hello := a.expect("connected")
+	b := f.dial(t, "key="+testKey+"&clientId=dave&resume="+url.QueryEscape(hello["connectionKey"].(string)))
+	hello2 := b.expect("connected")
+	if hello2["resumed"] != true || hello2["connectionId"] != hello["connectionId"] {
+		t.Fatalf("resume over a live connection: %v (was %v)", hello2, hello)
+	}
+	a.waitClosed()
+	b.sendJSON(map[string]any{"action": "heartbeat"})
+	if m := b.nextAny(); m["action"] != "heartbeat" {
+		t.Errorf("the resumed connection answered %v", m)
 	}
 }
