@@ -362,7 +362,10 @@ func benchFanout(b *testing.B, window int) {
 				// Streams deliver in order, so the last stream to parse
 				// message i completes i after every earlier message.
 				if counts[i].Add(1) == n {
-					delivered.Store(int64(i) + 1)
+					// Keep the maximum: the goroutines completing i
+					// and i+1 may get here out of order.
+					for cur := delivered.Load(); cur <= int64(i) && !delivered.CompareAndSwap(cur, int64(i)+1); cur = delivered.Load() {
+					}
 					select {
 					case progress <- struct{}{}:
 					default:
