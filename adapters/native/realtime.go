@@ -217,6 +217,7 @@ func (rt *Realtime) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ws.SetReadLimit(rt.opts.MaxFrameSize)
+	var identity *auth.Identity
 	// Errors from here on are frames: a browser cannot read a refused
 	// handshake.
 	ctx := context.Background()
@@ -230,20 +231,16 @@ func (rt *Realtime) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_ = ws.Close(websocket.StatusGoingAway, "server shutting down")
 		return
 	}
-	defer rt.active.Done()
 	params, err := parseConnectParams(r)
-	if err != nil {
-		fail(err)
-		return
+	if err == nil {
+		var creds auth.Credentials
+		if creds, err = auth.CredentialsFromHTTP(r); err == nil {
+			identity, err = rt.engine.Authenticate(creds)
+		}
 	}
-	creds, err := auth.CredentialsFromHTTP(r)
 	if err != nil {
 		fail(err)
-		return
-	}
-	identity, err := rt.engine.Authenticate(creds)
-	if err != nil {
-		fail(err)
+		rt.active.Done()
 		return
 	}
 	var resumeErr error
@@ -258,6 +255,7 @@ func (rt *Realtime) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	conn, err := rt.engine.Connect(identity, core.ConnectOptions{ConnectionID: wantID, ClientID: params.clientID})
 	if err != nil {
 		fail(err)
+		rt.active.Done()
 		return
 	}
 	resumed := wantID != "" && conn.ID() == wantID
@@ -265,7 +263,12 @@ func (rt *Realtime) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		resumeErr = apierr.New(apierr.ConnectionExpired, "the connection state expired; channels resume from their own serials")
 	}
 	s := newSession(rt, ws, conn, identity, params)
-	s.run(resumed, resumeErr)
+	// The connection is the session's now: serve it from a goroutine of
+	// its own and let net/http's request state go.
+	go func() {
+		defer rt.active.Done()
+		s.run(resumed, resumeErr)
+	}()
 }
 
 var errShuttingDown = apierr.New(apierr.Unavailable, "the server is shutting down; reconnect (to another node) shortly")

@@ -36,8 +36,10 @@ type session struct {
 	ctx        context.Context
 	cancel     context.CancelFunc
 	limiter    *rate.Limiter
-	outbox     chan []byte
-	ops        chan attachOp
+	outbox     *boundedQueue[[]byte]
+	ops        *boundedQueue[attachOp]
+	atts       map[string]*core.Attachment // owned by the one attacher running
+	attachers  sync.WaitGroup
 	expiries   chan time.Time // token expiry changes, to the writer
 	orderly    atomic.Bool    // the client asked to close
 	overflow   atomic.Bool    // the outbox overflowed
@@ -58,8 +60,9 @@ func newSession(rt *Realtime, ws *websocket.Conn, conn *core.Conn, identity *aut
 	s := &session{
 		rt: rt, ws: ws, conn: conn, params: params, ctx: ctx, cancel: cancel,
 		limiter:    rate.NewLimiter(rate.Limit(rt.opts.FrameRate), rt.opts.FrameBurst),
-		outbox:     make(chan []byte, outboxSize),
-		ops:        make(chan attachOp, rt.opts.MaxPendingAttaches),
+		outbox:     newBoundedQueue[[]byte](outboxSize),
+		ops:        newBoundedQueue[attachOp](rt.opts.MaxPendingAttaches),
+		atts:       map[string]*core.Attachment{},
 		expiries:   make(chan time.Time, 1),
 		writerDone: make(chan struct{}),
 		ended:      make(chan struct{}),
@@ -93,16 +96,12 @@ func (s *session) run(resumed bool, resumeErr error) {
 	s.send(hello)
 
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		defer close(s.writerDone)
 		s.writeLoop()
 		s.cancel()
-	}()
-	go func() {
-		defer wg.Done()
-		s.attachLoop()
 	}()
 	if s.readLoop() {
 		// The writer sends the last frames (an error, or closed) and
@@ -114,6 +113,8 @@ func (s *session) run(resumed bool, resumeErr error) {
 	}
 	s.cancel()
 	wg.Wait()
+	s.attachers.Wait()
+	// Ending the connection ends its attachments.
 	if s.orderly.Load() {
 		s.conn.Close()
 		rt.closed(s.key)
@@ -144,12 +145,8 @@ func (s *session) send(v any) {
 }
 
 func (s *session) sendRaw(b []byte) {
-	select {
-	case s.outbox <- b:
-	default:
-		if s.overflow.CompareAndSwap(false, true) {
-			s.cancel()
-		}
+	if !s.outbox.push(b) && s.overflow.CompareAndSwap(false, true) {
+		s.cancel()
 	}
 }
 
@@ -250,34 +247,35 @@ func (s *session) queueAttach(f *clientFrame) error {
 			return nil
 		}
 	}
-	select {
-	case s.ops <- op:
-		return nil
-	default:
+	ok, start := s.ops.pushStart(op)
+	if !ok {
 		return apierr.New(apierr.RateLimited, "more than %d attach or detach requests pending", s.rt.opts.MaxPendingAttaches)
 	}
+	if start {
+		s.attachers.Add(1)
+		go func() {
+			defer s.attachers.Done()
+			s.attachLoop()
+		}()
+	}
+	return nil
 }
 
-// attachLoop serves attach and detach requests in order. Attaching may wait
-// while a long replay fills the connection's queue, which the writer drains.
+// attachLoop serves the queued attach and detach requests in order, then
+// ends (an idle connection keeps no attacher). One runs at a time (see
+// boundedQueue.pushStart), so it owns the attachments. Attaching may wait
+// while a long replay fills the connection's queue, which the writer
+// drains.
 func (s *session) attachLoop() {
-	atts := map[string]*core.Attachment{}
-	defer func() {
-		for _, a := range atts {
-			a.Detach()
-		}
-	}()
 	for {
-		var op attachOp
-		select {
-		case <-s.ctx.Done():
+		op, ok := s.ops.pop()
+		if !ok || s.ctx.Err() != nil {
 			return
-		case op = <-s.ops:
 		}
 		name := op.spec.Name
-		if old := atts[name]; old != nil {
+		if old := s.atts[name]; old != nil {
 			old.Detach()
-			delete(atts, name)
+			delete(s.atts, name)
 		}
 		if op.detach {
 			s.send(channelFrame{Action: actionDetached, Channel: name})
@@ -291,7 +289,7 @@ func (s *session) attachLoop() {
 			s.channelError(name, err)
 			continue
 		}
-		atts[name] = a
+		s.atts[name] = a
 		fr := attachedFrame{Action: actionAttached, Channel: name, ChannelSerial: a.Position, Resumed: a.Resumed}
 		if c := a.Continuity; c != nil {
 			fr.Continuity = &continuityInfo{Reason: string(c.Reason), ChannelSerial: c.Position}
@@ -465,20 +463,27 @@ func (s *session) writeLoop() {
 				return
 			}
 			wrote = true
-		case b := <-s.outbox:
-			// Whatever was queued for the client before this frame was
-			// made goes first: an attached frame follows its replay.
-			if !s.drainEvents(&events, &buf) {
-				return
+		case <-s.outbox.ready:
+			for {
+				b, ok := s.outbox.pop()
+				if !ok {
+					break
+				}
+				// Whatever was queued for the client before this frame
+				// was made goes first: an attached frame follows its
+				// replay.
+				if !s.drainEvents(&events, &buf) {
+					return
+				}
+				if len(b) == 0 { // closeMarker
+					_ = s.ws.Close(websocket.StatusNormalClosure, "")
+					return
+				}
+				if !s.writeNow(b) {
+					return
+				}
+				wrote = true
 			}
-			if len(b) == 0 { // closeMarker
-				_ = s.ws.Close(websocket.StatusNormalClosure, "")
-				return
-			}
-			if !s.writeNow(b) {
-				return
-			}
-			wrote = true
 		case <-heartbeat.C:
 			if !wrote && s.params.heartbeats {
 				if !s.writeNow(heartbeatFrame) {
