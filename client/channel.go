@@ -31,25 +31,41 @@ func (s ChannelState) String() string {
 	return fmt.Sprintf("channel-state(%d)", int(s))
 }
 
-// AttachOption configures an attach.
-type AttachOption func(*attachOptions)
+// Option configures an attach or a subscription.
+type Option func(*attachOptions)
 
 type attachOptions struct {
 	rewind   string
 	from     string
 	presence bool
+	names    []string // subscriptions only
 }
+
+// hasAttach reports whether o asks anything of the attach itself.
+func (o attachOptions) hasAttach() bool { return o.rewind != "" || o.from != "" || o.presence }
 
 // WithRewind delivers recent messages first: a count ("10") or a duration
 // ("30s"). It applies to the first attach; reattaching after a reconnect
 // resumes from the last message received instead.
-func WithRewind(r string) AttachOption { return func(o *attachOptions) { o.rewind = r } }
+func WithRewind(r string) Option { return func(o *attachOptions) { o.rewind = r } }
 
 // WithResumeFrom resumes after a channel serial (a message's Serial).
-func WithResumeFrom(serial string) AttachOption { return func(o *attachOptions) { o.from = serial } }
+func WithResumeFrom(serial string) Option { return func(o *attachOptions) { o.from = serial } }
 
 // WithPresence also delivers the channel's presence events.
-func WithPresence() AttachOption { return func(o *attachOptions) { o.presence = true } }
+func WithPresence() Option { return func(o *attachOptions) { o.presence = true } }
+
+// WithNames makes a subscription receive only messages with one of these
+// event names.
+func WithNames(names ...string) Option { return func(o *attachOptions) { o.names = names } }
+
+func collect(opts []Option) attachOptions {
+	var o attachOptions
+	for _, f := range opts {
+		f(&o)
+	}
+	return o
+}
 
 // Channel is a channel of a Client: attach, subscribe, publish, presence.
 // It is safe for concurrent use.
@@ -135,25 +151,22 @@ func (ch *Channel) wantsAttached() bool {
 // rewind or resume are delivered to subscribers before it returns). While
 // the connection is down it waits for it. After a reconnect the SDK
 // attaches again by itself, resuming after the last message received.
-func (ch *Channel) Attach(ctx context.Context, opts ...AttachOption) error {
+func (ch *Channel) Attach(ctx context.Context, opts ...Option) error {
 	switch ch.c.State() {
 	case StateFailed:
 		return ch.c.failure()
 	case StateClosing, StateClosed:
 		return ErrClosed
 	}
+	o := collect(opts)
 	ch.mu.Lock()
-	var o attachOptions
-	for _, f := range opts {
-		f(&o)
-	}
 	if o.from != "" {
 		ch.serial = o.from
 	}
-	if !ch.want || len(opts) > 0 {
+	if !ch.want || o.hasAttach() {
 		ch.opts = o
 	}
-	if ch.want && ch.state == ChannelAttached && len(opts) == 0 {
+	if ch.want && ch.state == ChannelAttached && !o.hasAttach() {
 		ch.mu.Unlock()
 		return nil
 	}
@@ -278,16 +291,17 @@ func (ch *Channel) control(l *link, f *serverFrame) {
 	}
 }
 
-// Subscribe attaches the channel (if not yet) and calls fn for each of its
-// messages, in order, on a goroutine of the channel (fn should return
-// quickly: while it runs, later messages wait). With names, only messages
-// with one of those names are passed. It returns a function that removes
-// the subscription.
-func (ch *Channel) Subscribe(ctx context.Context, fn func(*Message), names ...string) (unsubscribe func(), err error) {
+// Subscribe attaches the channel (if not yet, with the attach options
+// given) and calls fn for each of its messages, in order, on a goroutine of
+// the channel (fn should return quickly: while it runs, later messages
+// wait). WithNames passes only messages with those event names. It returns
+// a function that removes the subscription.
+func (ch *Channel) Subscribe(ctx context.Context, fn func(*Message), opts ...Option) (unsubscribe func(), err error) {
+	o := collect(opts)
 	ch.mu.Lock()
 	id := ch.nextSub
 	ch.nextSub++
-	ch.subs[id] = &subscriber{names: names, fn: fn}
+	ch.subs[id] = &subscriber{names: o.names, fn: fn}
 	ch.startDispatcherLocked()
 	ch.mu.Unlock()
 	unsubscribe = func() {
@@ -295,17 +309,17 @@ func (ch *Channel) Subscribe(ctx context.Context, fn func(*Message), names ...st
 		delete(ch.subs, id)
 		ch.mu.Unlock()
 	}
-	if err := ch.Attach(ctx); err != nil {
+	if err := ch.Attach(ctx, opts...); err != nil {
 		unsubscribe()
 		return nil, err
 	}
 	return unsubscribe, nil
 }
 
-// Messages attaches the channel and returns an iterator over its
-// messages (optionally only those with one of names). The iteration ends
-// with ctx's error when ctx ends, or ErrClosed when the client closes.
-func (ch *Channel) Messages(ctx context.Context, names ...string) iter.Seq2[*Message, error] {
+// Messages attaches the channel (with the options given) and returns an
+// iterator over its messages. The iteration ends with ctx's error when ctx
+// ends, or ErrClosed when the client closes.
+func (ch *Channel) Messages(ctx context.Context, opts ...Option) iter.Seq2[*Message, error] {
 	return func(yield func(*Message, error) bool) {
 		q := make(chan *Message, 64)
 		unsubscribe, err := ch.Subscribe(ctx, func(m *Message) {
@@ -314,7 +328,7 @@ func (ch *Channel) Messages(ctx context.Context, names ...string) iter.Seq2[*Mes
 			case <-ctx.Done():
 			case <-ch.stop:
 			}
-		}, names...)
+		}, opts...)
 		if err != nil {
 			yield(nil, err)
 			return

@@ -73,7 +73,7 @@ func TestRewindIteratorAndNames(t *testing.T) {
 	}
 	// The iterator starts after the attach: publish one more, named a.
 	go func() { _, _ = pub.Channel("log").Publish(ctx, "a", "5") }()
-	for m, err := range ch.Messages(ctx, "a") {
+	for m, err := range ch.Messages(ctx, WithNames("a")) {
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,6 +1,6 @@
 // Command switchboard is the Switchboard realtime messaging gateway: one
-// binary that serves every protocol (`switchboard serve`) and, later, the
-// operator and client commands.
+// binary that serves every protocol (`switchboard serve`) and the client
+// commands built on the Go SDK (pub, sub, history, presence, token).
 package main
 
 import (
@@ -38,6 +38,7 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
+	root.AddCommand(newClientCommands(stdout)...)
 	root.AddCommand(newServeCommand(stderr), &cobra.Command{
 		Use:   "version",
 		Short: "Print the version",
