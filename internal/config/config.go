@@ -135,6 +135,8 @@ type Config struct {
 	CORS CORS `yaml:"cors"`
 	// SSE configures the Server-Sent Events endpoint.
 	SSE SSE `yaml:"sse"`
+	// Realtime configures the native realtime protocol (WebSocket).
+	Realtime Realtime `yaml:"realtime"`
 	// Log configures the server's logs.
 	Log Log `yaml:"log"`
 	// ShutdownTimeout bounds a graceful shutdown.
@@ -185,6 +187,19 @@ type SSE struct {
 	// WriteTimeout bounds how long a write to a client that does not read
 	// may block before its stream is dropped.
 	WriteTimeout Duration `yaml:"writeTimeout"`
+}
+
+// Realtime configures the native realtime protocol (GET /v1/realtime).
+type Realtime struct {
+	// Heartbeat is the interval of server heartbeats on idle connections.
+	Heartbeat Duration `yaml:"heartbeat"`
+	// FrameRate and FrameBurst bound the frames one connection may send
+	// per second; a connection over the limit is closed.
+	FrameRate  int `yaml:"frameRate"`
+	FrameBurst int `yaml:"frameBurst"`
+	// MaxPendingAttaches bounds attach and detach requests waiting on one
+	// connection.
+	MaxPendingAttaches int `yaml:"maxPendingAttaches"`
 }
 
 // Log configures logging.
@@ -346,6 +361,12 @@ func Default() Config {
 		SubscriberBuffer:   1024,
 		ChannelMemoryLimit: 1000,
 		CORS:               CORS{AllowedOrigins: []string{"*"}},
+		Realtime: Realtime{
+			Heartbeat:          Duration(15 * time.Second),
+			FrameRate:          500,
+			FrameBurst:         1000,
+			MaxPendingAttaches: 64,
+		},
 		SSE: SSE{
 			Heartbeat:        Duration(15 * time.Second),
 			Retry:            Duration(2 * time.Second),

@@ -118,37 +118,41 @@ func TestDefaults(t *testing.T) {
 
 func TestNames(t *testing.T) {
 	want := map[string][2]string{
-		"region":                {"SWITCHBOARD_REGION", "region"},
-		"durability":            {"SWITCHBOARD_DURABILITY", "durability"},
-		"flushInterval":         {"SWITCHBOARD_FLUSH_INTERVAL", "flush-interval"},
-		"data":                  {"SWITCHBOARD_DATA", "data"},
-		"http":                  {"SWITCHBOARD_HTTP", "http"},
-		"mqtt":                  {"SWITCHBOARD_MQTT", "mqtt"},
-		"mqttTLS":               {"SWITCHBOARD_MQTT_TLS", "mqtt-tls"},
-		"stomp":                 {"SWITCHBOARD_STOMP", "stomp"},
-		"amqp":                  {"SWITCHBOARD_AMQP", "amqp"},
-		"tls.certFile":          {"SWITCHBOARD_TLS_CERT_FILE", "tls-cert-file"},
-		"tls.keyFile":           {"SWITCHBOARD_TLS_KEY_FILE", "tls-key-file"},
-		"dev":                   {"SWITCHBOARD_DEV", "dev"},
-		"resumeWindow":          {"SWITCHBOARD_RESUME_WINDOW", "resume-window"},
-		"dedupWindow":           {"SWITCHBOARD_DEDUP_WINDOW", "dedup-window"},
-		"presenceGrace":         {"SWITCHBOARD_PRESENCE_GRACE", "presence-grace"},
-		"connectionStateTTL":    {"SWITCHBOARD_CONNECTION_STATE_TTL", "connection-state-ttl"},
-		"maxMessageSize":        {"SWITCHBOARD_MAX_MESSAGE_SIZE", "max-message-size"},
-		"maxRequestBody":        {"SWITCHBOARD_MAX_REQUEST_BODY", "max-request-body"},
-		"subscriberBuffer":      {"SWITCHBOARD_SUBSCRIBER_BUFFER", "subscriber-buffer"},
-		"channelMemoryLimit":    {"SWITCHBOARD_CHANNEL_MEMORY_LIMIT", "channel-memory-limit"},
-		"cors.allowedOrigins":   {"SWITCHBOARD_CORS_ALLOWED_ORIGINS", "cors-allowed-origins"},
-		"cors.allowCredentials": {"SWITCHBOARD_CORS_ALLOW_CREDENTIALS", "cors-allow-credentials"},
-		"sse.heartbeat":         {"SWITCHBOARD_SSE_HEARTBEAT", "sse-heartbeat"},
-		"sse.retry":             {"SWITCHBOARD_SSE_RETRY", "sse-retry"},
-		"sse.maxChannels":       {"SWITCHBOARD_SSE_MAX_CHANNELS", "sse-max-channels"},
-		"sse.maxStreamsPerKey":  {"SWITCHBOARD_SSE_MAX_STREAMS_PER_KEY", "sse-max-streams-per-key"},
-		"sse.buffer":            {"SWITCHBOARD_SSE_BUFFER", "sse-buffer"},
-		"sse.writeTimeout":      {"SWITCHBOARD_SSE_WRITE_TIMEOUT", "sse-write-timeout"},
-		"log.level":             {"SWITCHBOARD_LOG_LEVEL", "log-level"},
-		"log.format":            {"SWITCHBOARD_LOG_FORMAT", "log-format"},
-		"shutdownTimeout":       {"SWITCHBOARD_SHUTDOWN_TIMEOUT", "shutdown-timeout"},
+		"region":                      {"SWITCHBOARD_REGION", "region"},
+		"durability":                  {"SWITCHBOARD_DURABILITY", "durability"},
+		"flushInterval":               {"SWITCHBOARD_FLUSH_INTERVAL", "flush-interval"},
+		"data":                        {"SWITCHBOARD_DATA", "data"},
+		"http":                        {"SWITCHBOARD_HTTP", "http"},
+		"mqtt":                        {"SWITCHBOARD_MQTT", "mqtt"},
+		"mqttTLS":                     {"SWITCHBOARD_MQTT_TLS", "mqtt-tls"},
+		"stomp":                       {"SWITCHBOARD_STOMP", "stomp"},
+		"amqp":                        {"SWITCHBOARD_AMQP", "amqp"},
+		"tls.certFile":                {"SWITCHBOARD_TLS_CERT_FILE", "tls-cert-file"},
+		"tls.keyFile":                 {"SWITCHBOARD_TLS_KEY_FILE", "tls-key-file"},
+		"dev":                         {"SWITCHBOARD_DEV", "dev"},
+		"resumeWindow":                {"SWITCHBOARD_RESUME_WINDOW", "resume-window"},
+		"dedupWindow":                 {"SWITCHBOARD_DEDUP_WINDOW", "dedup-window"},
+		"presenceGrace":               {"SWITCHBOARD_PRESENCE_GRACE", "presence-grace"},
+		"connectionStateTTL":          {"SWITCHBOARD_CONNECTION_STATE_TTL", "connection-state-ttl"},
+		"maxMessageSize":              {"SWITCHBOARD_MAX_MESSAGE_SIZE", "max-message-size"},
+		"maxRequestBody":              {"SWITCHBOARD_MAX_REQUEST_BODY", "max-request-body"},
+		"subscriberBuffer":            {"SWITCHBOARD_SUBSCRIBER_BUFFER", "subscriber-buffer"},
+		"channelMemoryLimit":          {"SWITCHBOARD_CHANNEL_MEMORY_LIMIT", "channel-memory-limit"},
+		"cors.allowedOrigins":         {"SWITCHBOARD_CORS_ALLOWED_ORIGINS", "cors-allowed-origins"},
+		"cors.allowCredentials":       {"SWITCHBOARD_CORS_ALLOW_CREDENTIALS", "cors-allow-credentials"},
+		"realtime.heartbeat":          {"SWITCHBOARD_REALTIME_HEARTBEAT", "realtime-heartbeat"},
+		"realtime.frameRate":          {"SWITCHBOARD_REALTIME_FRAME_RATE", "realtime-frame-rate"},
+		"realtime.frameBurst":         {"SWITCHBOARD_REALTIME_FRAME_BURST", "realtime-frame-burst"},
+		"realtime.maxPendingAttaches": {"SWITCHBOARD_REALTIME_MAX_PENDING_ATTACHES", "realtime-max-pending-attaches"},
+		"sse.heartbeat":               {"SWITCHBOARD_SSE_HEARTBEAT", "sse-heartbeat"},
+		"sse.retry":                   {"SWITCHBOARD_SSE_RETRY", "sse-retry"},
+		"sse.maxChannels":             {"SWITCHBOARD_SSE_MAX_CHANNELS", "sse-max-channels"},
+		"sse.maxStreamsPerKey":        {"SWITCHBOARD_SSE_MAX_STREAMS_PER_KEY", "sse-max-streams-per-key"},
+		"sse.buffer":                  {"SWITCHBOARD_SSE_BUFFER", "sse-buffer"},
+		"sse.writeTimeout":            {"SWITCHBOARD_SSE_WRITE_TIMEOUT", "sse-write-timeout"},
+		"log.level":                   {"SWITCHBOARD_LOG_LEVEL", "log-level"},
+		"log.format":                  {"SWITCHBOARD_LOG_FORMAT", "log-format"},
+		"shutdownTimeout":             {"SWITCHBOARD_SHUTDOWN_TIMEOUT", "shutdown-timeout"},
 	}
 	sts := settings()
 	if len(sts) != len(want) {
@@ -180,7 +184,7 @@ func TestNames(t *testing.T) {
 		switch k {
 		case "keys", "namespaces", "queues":
 			continue
-		case "tls", "cors", "sse", "log":
+		case "tls", "cors", "sse", "realtime", "log":
 			continue
 		}
 		if !keys[k] {

@@ -134,6 +134,7 @@ func (c *Config) validate() []*FieldError {
 		{"connectionStateTTL", c.ConnectionStateTTL},
 		{"shutdownTimeout", c.ShutdownTimeout},
 		{"sse.heartbeat", c.SSE.Heartbeat},
+		{"realtime.heartbeat", c.Realtime.Heartbeat},
 		{"sse.retry", c.SSE.Retry},
 		{"sse.writeTimeout", c.SSE.WriteTimeout},
 	} {
@@ -153,6 +154,18 @@ func (c *Config) validate() []*FieldError {
 		p.add("channelMemoryLimit", "must be between 1 and %d, not %d", maxChannelMemory, c.ChannelMemoryLimit)
 	}
 
+	for _, v := range []struct {
+		key string
+		n   int
+	}{
+		{"realtime.frameRate", c.Realtime.FrameRate},
+		{"realtime.frameBurst", c.Realtime.FrameBurst},
+		{"realtime.maxPendingAttaches", c.Realtime.MaxPendingAttaches},
+	} {
+		if v.n < 1 || v.n > 1_000_000 {
+			p.add(v.key, "must be between 1 and 1000000, not %d", v.n)
+		}
+	}
 	if c.SSE.MaxChannels < 1 || c.SSE.MaxChannels > maxSSEChannels {
 		p.add("sse.maxChannels", "must be between 1 and %d, not %d", maxSSEChannels, c.SSE.MaxChannels)
 	}

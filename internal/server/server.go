@@ -107,6 +107,10 @@ func New(cfg config.Config, log *slog.Logger) (_ *Server, err error) {
 	}
 
 	realtime, err := native.NewRealtime(s.engine, native.RealtimeOptions{
+		Heartbeat:          time.Duration(cfg.Realtime.Heartbeat),
+		FrameRate:          float64(cfg.Realtime.FrameRate),
+		FrameBurst:         cfg.Realtime.FrameBurst,
+		MaxPendingAttaches: cfg.Realtime.MaxPendingAttaches,
 		ConnectionStateTTL: time.Duration(cfg.ConnectionStateTTL),
 		MaxFrameSize:       int64(cfg.MaxRequestBody),
 		OriginPatterns:     originPatterns(cfg.CORS.AllowedOrigins),
