@@ -300,8 +300,10 @@ func TestAuthCallbackRenewsTokens(t *testing.T) {
 	if m := <-got; m != "still here" {
 		t.Errorf("got %q", m)
 	}
-	if calls.Load() < 2 {
-		t.Errorf("auth callback called %d times, want renewals", calls.Load())
+	// 2 s tokens over about 3 s: a first token and one or two renewals,
+	// not a renewal storm.
+	if n := calls.Load(); n < 2 || n > 4 {
+		t.Errorf("auth callback called %d times, want 2 to 4", n)
 	}
 	if c.ConnectionID() != connID {
 		t.Errorf("the connection was replaced (%s -> %s) instead of renewed in band", connID, c.ConnectionID())

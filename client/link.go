@@ -275,10 +275,24 @@ func (c *Client) currentToken(ctx context.Context) (string, error) {
 	if c.opts.AuthCallback == nil {
 		return tok, nil
 	}
-	if tok != "" && (exp.IsZero() || time.Until(exp) > 30*time.Second) {
+	if tok != "" && !dueForRenewal(tok, exp) {
 		return tok, nil
 	}
 	return c.refreshToken(ctx)
+}
+
+// renewalLead is how long before its expiry a token is renewed: a fifth of
+// its lifetime, at most a minute.
+func renewalLead(tok string) time.Duration {
+	iat, exp := tokenTimes(tok)
+	if iat.IsZero() || exp.IsZero() {
+		return 30 * time.Second
+	}
+	return min(exp.Sub(iat)/5, time.Minute)
+}
+
+func dueForRenewal(tok string, exp time.Time) bool {
+	return !exp.IsZero() && time.Until(exp) <= renewalLead(tok)
 }
 
 func (c *Client) refreshToken(ctx context.Context) (string, error) {
@@ -288,29 +302,36 @@ func (c *Client) refreshToken(ctx context.Context) (string, error) {
 	}
 	c.mu.Lock()
 	c.token = tok
-	c.tokenExpires = tokenExpiry(tok)
+	_, c.tokenExpires = tokenTimes(tok)
 	c.mu.Unlock()
 	return tok, nil
 }
 
-// tokenExpiry reads a JWT's exp claim without verifying it (the server
-// verifies); zero if it has none.
-func tokenExpiry(tok string) time.Time {
+// tokenTimes reads a JWT's iat and exp claims without verifying them (the
+// server verifies); zero when absent.
+func tokenTimes(tok string) (iat, exp time.Time) {
 	parts := strings.Split(tok, ".")
 	if len(parts) != 3 {
-		return time.Time{}
+		return
 	}
 	b, err := base64.RawURLEncoding.DecodeString(parts[1])
 	if err != nil {
-		return time.Time{}
+		return
 	}
 	var claims struct {
+		Iat int64 `json:"iat"`
 		Exp int64 `json:"exp"`
 	}
-	if json.Unmarshal(b, &claims) != nil || claims.Exp == 0 {
-		return time.Time{}
+	if json.Unmarshal(b, &claims) != nil {
+		return
 	}
-	return time.Unix(claims.Exp, 0)
+	if claims.Iat != 0 {
+		iat = time.Unix(claims.Iat, 0)
+	}
+	if claims.Exp != 0 {
+		exp = time.Unix(claims.Exp, 0)
+	}
+	return
 }
 
 // renewTokens renews the token in band ahead of its expiry, for as long as
@@ -321,17 +342,22 @@ func (c *Client) renewTokens(l *link) {
 	}
 	for {
 		c.mu.Lock()
-		exp := c.tokenExpires
+		tok, exp := c.token, c.tokenExpires
 		if exp.IsZero() {
-			exp = tokenExpiry(c.token)
+			_, exp = tokenTimes(tok)
 		}
 		c.mu.Unlock()
 		if exp.IsZero() {
 			return
 		}
-		// Renew at 80% of the remaining life, and at least 5s early.
-		wait := min(time.Until(exp)*4/5, time.Until(exp)-5*time.Second)
-		t := time.NewTimer(max(wait, 0))
+		// Renew a fifth of the token's lifetime (at most a minute) before
+		// it expires; a token already due waits a second, so that a
+		// callback handing out expired tokens cannot spin.
+		wait := time.Until(exp) - renewalLead(tok)
+		if wait <= 0 {
+			wait = time.Second
+		}
+		t := time.NewTimer(wait)
 		select {
 		case <-l.done:
 			t.Stop()
