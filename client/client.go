@@ -84,6 +84,9 @@ type Options struct {
 	AuthCallback func(ctx context.Context) (string, error)
 	// ClientID identifies this client (for presence and on its messages).
 	ClientID string
+	// Format is the frame format: "json" (default) or "msgpack"
+	// (MessagePack, smaller, binary data without base64).
+	Format string
 	// Recover is a recovery key (Client.RecoveryKey) from an earlier
 	// client of the same app: its connection and channels are resumed.
 	Recover string
@@ -177,6 +180,11 @@ func New(opts Options) (*Client, error) {
 	opts.setDefaults()
 	if opts.URL == "" {
 		return nil, errors.New("client: Options.URL is required")
+	}
+	switch opts.Format {
+	case "", "json", "msgpack":
+	default:
+		return nil, fmt.Errorf("client: Options.Format %q: use json or msgpack", opts.Format)
 	}
 	var hosts []*url.URL
 	for _, raw := range append([]string{opts.URL}, opts.FallbackURLs...) {

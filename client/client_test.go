@@ -399,3 +399,32 @@ func TestCloseFailsQueuedPublishes(t *testing.T) {
 		t.Errorf("state %v", c.State())
 	}
 }
+
+func TestMessagePackFormat(t *testing.T) {
+	s := newTestServer(t)
+	ctx := testCtx(t)
+	sub := newClient(t, Options{URL: s.srv.URL, Key: testKey, Format: "msgpack"})
+	pub := newClient(t, Options{URL: s.srv.URL, Key: testKey, Format: "msgpack"})
+	got := make(chan *Message, 4)
+	if _, err := sub.Channel("mp").Subscribe(ctx, func(m *Message) { got <- m }); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []any{"text", []byte{0, 0xff, 7}, map[string]int{"n": 3}} {
+		if _, err := pub.Channel("mp").Publish(ctx, "x", d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if m := <-got; m.String() != "text" {
+		t.Errorf("text: %+v", m)
+	}
+	if m := <-got; string(m.Data) != "\x00\xff\x07" || m.Encoding != "" {
+		t.Errorf("binary: %+v", m)
+	}
+	var v map[string]int
+	if m := <-got; m.Encoding != "json" || m.DecodeJSON(&v) != nil || v["n"] != 3 {
+		t.Errorf("json: %+v", m)
+	}
+	if _, err := New(Options{URL: s.srv.URL, Format: "xml"}); err == nil {
+		t.Error("Format xml accepted")
+	}
+}

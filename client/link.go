@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/switchboardhq/switchboard/internal/wireformat"
 )
 
 // connectionDetails is the connected frame's limits.
@@ -69,6 +71,7 @@ type wireResult struct {
 type link struct {
 	c         *Client
 	ws        *websocket.Conn
+	msgpack   bool
 	heartbeat time.Duration
 	done      chan struct{} // closed when the link is closed
 	closeOnce sync.Once
@@ -99,6 +102,10 @@ func (c *Client) dial(ctx context.Context) (*link, *connectedFrame, error) {
 	if resume != "" {
 		q.Set("resume", resume)
 	}
+	msgpack := c.opts.Format == "msgpack"
+	if msgpack {
+		q.Set("format", "msgpack")
+	}
 	u.RawQuery = q.Encode()
 	header := http.Header{}
 	switch {
@@ -117,7 +124,8 @@ func (c *Client) dial(ctx context.Context) (*link, *connectedFrame, error) {
 		return nil, nil, fmt.Errorf("connecting to %s: %w", host.Host, err)
 	}
 	ws.SetReadLimit(64 << 20)
-	_, b, err := ws.Read(dctx)
+	l := &link{c: c, ws: ws, msgpack: msgpack, done: make(chan struct{})}
+	b, err := l.read(dctx)
 	if err != nil {
 		_ = ws.CloseNow()
 		return nil, nil, fmt.Errorf("connecting to %s: %w", host.Host, err)
@@ -149,7 +157,23 @@ func (c *Client) dial(ctx context.Context) (*link, *connectedFrame, error) {
 	if hb <= 0 {
 		hb = 15 * time.Second
 	}
-	return &link{c: c, ws: ws, heartbeat: hb, done: make(chan struct{})}, &hello, nil
+	l.heartbeat = hb
+	return l, &hello, nil
+}
+
+// read reads one frame as JSON (converting MessagePack frames).
+func (l *link) read(ctx context.Context) ([]byte, error) {
+	typ, b, err := l.ws.Read(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if !l.msgpack {
+		return b, nil
+	}
+	if typ != websocket.MessageBinary {
+		return b, nil // a handshake error before the format applied
+	}
+	return wireformat.MsgpackToJSON(b)
 }
 
 // noTimeout returns hc without an overall timeout, which would cut the
@@ -169,9 +193,16 @@ func (l *link) send(v any) error {
 	if err != nil {
 		return err
 	}
+	typ := websocket.MessageText
+	if l.msgpack {
+		if b, err = wireformat.JSONToMsgpack(b); err != nil {
+			return err
+		}
+		typ = websocket.MessageBinary
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	return l.ws.Write(ctx, websocket.MessageText, b)
+	return l.ws.Write(ctx, typ, b)
 }
 
 // close ends the link, with an orderly close frame when wait > 0.
@@ -194,7 +225,7 @@ func (l *link) readLoop() error {
 	defer close(l.done)
 	for {
 		ctx, cancel := context.WithTimeout(l.c.ctx, 2*l.heartbeat+2*time.Second)
-		_, b, err := l.ws.Read(ctx)
+		b, err := l.read(ctx)
 		cancel()
 		if err != nil {
 			if errors.Is(err, context.DeadlineExceeded) {

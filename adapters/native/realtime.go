@@ -163,6 +163,7 @@ type connectParams struct {
 	clientID   string
 	resume     string
 	heartbeats bool
+	msgpack    bool // frames are MessagePack (binary) instead of JSON (text)
 }
 
 func parseConnectParams(r *http.Request) (connectParams, error) {
@@ -183,8 +184,12 @@ func parseConnectParams(r *http.Request) (connectParams, error) {
 		case rtParamResume:
 			p.resume = v
 		case rtParamFormat:
-			if v != "json" {
-				return p, apierr.New(apierr.InvalidParameter, "format %s is not supported; use json", strconv.Quote(restTruncate(v)))
+			switch v {
+			case "json":
+			case "msgpack":
+				p.msgpack = true
+			default:
+				return p, apierr.New(apierr.InvalidParameter, "format %s is not supported; use json or msgpack", strconv.Quote(restTruncate(v)))
 			}
 		case rtParamHeartbeats:
 			b, err := strconv.ParseBool(v)

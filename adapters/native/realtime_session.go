@@ -17,6 +17,7 @@ import (
 	"github.com/switchboardhq/switchboard/core/apierr"
 	"github.com/switchboardhq/switchboard/core/auth"
 	"github.com/switchboardhq/switchboard/core/channel"
+	"github.com/switchboardhq/switchboard/internal/wireformat"
 )
 
 // outboxSize bounds the control frames (acks, attach results, replies)
@@ -167,7 +168,16 @@ func (s *session) readLoop() (closing bool) {
 			s.fatal(apierr.New(apierr.RateLimited, "more than %g frames per second", s.rt.opts.FrameRate))
 			return true
 		}
-		if typ != websocket.MessageText {
+		if s.params.msgpack {
+			if typ != websocket.MessageBinary {
+				s.fatal(apierr.New(apierr.BadRequest, "text frames are not supported with the msgpack format"))
+				return true
+			}
+			if b, err = wireformat.MsgpackToJSON(b); err != nil {
+				s.fatal(apierr.Wrap(err, apierr.InvalidJSON, "%s", err.Error()))
+				return true
+			}
+		} else if typ != websocket.MessageText {
 			s.fatal(apierr.New(apierr.BadRequest, "binary frames are not supported with the json format"))
 			return true
 		}
@@ -506,9 +516,18 @@ func mustJSON(v any) []byte {
 // that last words (an error before closing) still go out; ending the
 // session closes the socket, which stops a write in progress.
 func (s *session) writeNow(b []byte) bool {
+	typ := websocket.MessageText
+	if s.params.msgpack {
+		mp, err := wireformat.JSONToMsgpack(b)
+		if err != nil {
+			s.rt.log.Error("realtime frame not convertible to MessagePack", "err", err)
+			return true
+		}
+		b, typ = mp, websocket.MessageBinary
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.rt.opts.WriteTimeout)
 	defer cancel()
-	if err := s.ws.Write(ctx, websocket.MessageText, b); err != nil {
+	if err := s.ws.Write(ctx, typ, b); err != nil {
 		s.cancel()
 		return false
 	}

@@ -1,6 +1,7 @@
 package native
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/switchboardhq/switchboard/core"
 	"github.com/switchboardhq/switchboard/core/apierr"
@@ -531,5 +533,89 @@ func TestRealtimeResumeReplacesAConnectionStillUp(t *testing.T) {
 	b.sendJSON(map[string]any{"action": "heartbeat"})
 	if m := b.nextAny(); m["action"] != "heartbeat" {
 		t.Errorf("the resumed connection answered %v", m)
+	}
+}
+
+// With format=msgpack every frame is a binary MessagePack map, and binary
+// message data travels as bin, without base64.
+func TestRealtimeMessagePack(t *testing.T) {
+	f := newRTFixture(t, RealtimeOptions{}, core.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(f.srv.URL, "http")+"/v1/realtime?format=msgpack&key="+testKey, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	read := func() map[string]any {
+		t.Helper()
+		for {
+			typ, b, err := ws.Read(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if typ != websocket.MessageBinary {
+				t.Fatalf("a %v frame with format=msgpack", typ)
+			}
+			var m map[string]any
+			if err := msgpack.Unmarshal(b, &m); err != nil {
+				t.Fatalf("frame %x: %v", b, err)
+			}
+			if m["action"] != "heartbeat" {
+				return m
+			}
+		}
+	}
+	write := func(v any) {
+		t.Helper()
+		b, err := msgpack.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := ws.Write(ctx, websocket.MessageBinary, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if m := read(); m["action"] != "connected" || m["connectionId"] == "" {
+		t.Fatalf("first frame %v", m)
+	}
+	write(map[string]any{"action": "attach", "channel": "mp"})
+	if m := read(); m["action"] != "attached" {
+		t.Fatalf("%v, want attached", m)
+	}
+	write(map[string]any{"action": "message", "channel": "mp", "msgSerial": 1, "messages": []any{
+		map[string]any{"id": "bin", "data": []byte{0, 1, 2, 0xff}},
+		map[string]any{"id": "txt", "data": "hello", "name": "greeting"},
+		map[string]any{"id": "obj", "data": map[string]any{"n": 1}},
+	}})
+	var gotAck, gotMsgs bool
+	for !gotAck || !gotMsgs {
+		m := read()
+		switch m["action"] {
+		case "ack":
+			gotAck = true
+		case "message":
+			gotMsgs = true
+			msgs := m["messages"].([]any)
+			bin := msgs[0].(map[string]any)
+			if d, ok := bin["data"].([]byte); !ok || !bytes.Equal(d, []byte{0, 1, 2, 0xff}) || bin["encoding"] != nil {
+				t.Errorf("binary message %#v", bin)
+			}
+			if txt := msgs[1].(map[string]any); txt["data"] != "hello" || txt["name"] != "greeting" {
+				t.Errorf("text message %#v", txt)
+			}
+			if obj := msgs[2].(map[string]any); obj["encoding"] != "json" {
+				t.Errorf("JSON message %#v", obj)
+			}
+		default:
+			t.Fatalf("unexpected frame %v", m)
+		}
+	}
+	// A text frame breaks the format: error, close.
+	if err := ws.Write(ctx, websocket.MessageText, []byte(`{"action":"heartbeat"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if m := read(); m["action"] != "error" {
+		t.Errorf("%v, want an error", m)
 	}
 }
