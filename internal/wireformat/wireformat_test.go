@@ -45,11 +45,11 @@ func TestBinaryDataIsBinInMsgpack(t *testing.T) {
 
 func TestMalformedMsgpack(t *testing.T) {
 	for _, b := range [][]byte{
-		{0xc1},                   // never used
-		{0x81, 0x01, 0x02},       // map with an integer key
-		{0x91},                   // truncated array
-		{0xa1, 'a', 0xa1, 'b'},   // two values
-		{0xd6, 0xff, 0, 0, 0, 0}, // timestamp extension
+		{0xc1},                               // never used
+		{0x81, 0x01, 0x02},                   // map with an integer key
+		{0x91},                               // truncated array
+		{0xa1, 'a', 0xa1, 'b'},               // two values
+		{0xd6, 0xff, 0, 0, 0, 0},             // timestamp extension
 		{0xc6, 0xef, 0xb5, 0x51, 0xfe, 0x0a}, // a 4 GiB bin in 6 bytes
 		{0xdf, 0xff, 0xff, 0xff, 0xff},       // a map of 4 billion entries
 		{0xdd, 0x7f, 0xff, 0xff, 0xff, 0xc0}, // an array of 2 billion
