@@ -71,16 +71,36 @@ func TestRewindIteratorAndNames(t *testing.T) {
 	if err := ch.Attach(ctx, WithRewind("4")); err != nil {
 		t.Fatal(err)
 	}
-	// The iterator starts after the attach: publish one more, named a.
-	go func() { _, _ = pub.Channel("log").Publish(ctx, "a", "5") }()
-	for m, err := range ch.Messages(ctx, WithNames("a")) {
-		if err != nil {
-			t.Fatal(err)
+	// The iterator subscribes when iteration starts and only sees live
+	// messages named a: publish b and a until it has one.
+	first := make(chan *Message, 1)
+	go func() {
+		for m, err := range ch.Messages(ctx, WithNames("a")) {
+			if err != nil {
+				t.Error(err)
+				close(first)
+				return
+			}
+			first <- m
+			return
 		}
-		if m.String() != "5" || m.Name != "a" {
-			t.Fatalf("iterator got %+v, want the live message 5", m)
+	}()
+	for {
+		_, _ = pub.Channel("log").Publish(ctx, "b", "skip")
+		_, _ = pub.Channel("log").Publish(ctx, "a", "live")
+		select {
+		case m, ok := <-first:
+			if !ok {
+				return
+			}
+			if m.String() != "live" || m.Name != "a" {
+				t.Fatalf("iterator got %+v, want a live message named a", m)
+			}
+			return
+		case <-time.After(50 * time.Millisecond):
+		case <-ctx.Done():
+			t.Fatal("the iterator got nothing")
 		}
-		break
 	}
 }
 
