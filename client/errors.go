@@ -42,7 +42,9 @@ var (
 	// ErrClosed is returned by operations on a closed client.
 	ErrClosed = errors.New("client: closed")
 	// ErrSuspended fails publishes queued while the connection was down
-	// for longer than the connection-state TTL.
+	// for longer than the connection-state TTL. A publish that had been
+	// sent before the connection dropped may still have been accepted:
+	// publishing it again with the same message ID is safe.
 	ErrSuspended = errors.New("client: connection suspended")
 	// ErrQueueFull refuses a publish while too many are waiting for the
 	// connection.
