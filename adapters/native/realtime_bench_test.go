@@ -32,13 +32,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"runtime"
-	"runtime/pprof"
-	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -46,6 +42,7 @@ import (
 
 	"github.com/switchboardhq/switchboard/core"
 	"github.com/switchboardhq/switchboard/core/auth"
+	"github.com/switchboardhq/switchboard/internal/benchkit"
 )
 
 const (
@@ -122,66 +119,6 @@ func (s *rtBenchServer) close(b *testing.B) {
 	if err := s.engine.Close(context.Background()); err != nil {
 		b.Errorf("closing engine: %v", err)
 	}
-}
-
-// rtBenchRaiseFileLimit makes sure the process may open need descriptors
-// (every connection is two: the client's and the server's end).
-func rtBenchRaiseFileLimit(b *testing.B, need uint64) {
-	b.Helper()
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		b.Fatalf("reading the file limit: %v", err)
-	}
-	if lim.Cur >= need {
-		return
-	}
-	if lim.Max < need {
-		b.Skipf("%d file descriptors needed; the hard limit is %d", need, lim.Max)
-	}
-	lim.Cur = need
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		b.Skipf("raising the file limit to %d: %v", need, err)
-	}
-}
-
-// rtBenchErrOnce keeps the first error reported from any goroutine.
-type rtBenchErrOnce struct {
-	mu  sync.Mutex
-	err error
-}
-
-func (o *rtBenchErrOnce) set(err error) {
-	o.mu.Lock()
-	if o.err == nil {
-		o.err = err
-	}
-	o.mu.Unlock()
-}
-
-func (o *rtBenchErrOnce) get() error {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.err
-}
-
-// rtBenchParallel runs open(i) for i in [0, n) from workers goroutines and
-// returns the first error; after one, no new open starts.
-func rtBenchParallel(n, workers int, open func(i int) error) error {
-	var next atomic.Int64
-	var errs rtBenchErrOnce
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() {
-			for i := int(next.Add(1) - 1); i < n && errs.get() == nil; i = int(next.Add(1) - 1) {
-				if err := open(i); err != nil {
-					errs.set(err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	return errs.get()
 }
 
 // rtBenchAction returns the action of a server frame (setup only: it
@@ -285,7 +222,9 @@ func rtBenchFanout(b *testing.B, window int) {
 		n       = rtBenchFanoutConns
 		channel = "bench:fanout"
 	)
-	rtBenchRaiseFileLimit(b, 2*n+256)
+	// Every connection is two descriptors: the client's and the server's
+	// end.
+	benchkit.RaiseFileLimit(b, 2*n+256)
 	s := newRTBenchServer(b)
 	messages := b.N
 
@@ -295,20 +234,9 @@ func rtBenchFanout(b *testing.B, window int) {
 	}
 	clients := make([]client, n)
 	var (
-		closing   atomic.Bool    // teardown: read errors are expected
-		delivered atomic.Int64   // messages parsed by every connection
-		counts    []atomic.Int32 // counts[i]: connections that parsed message i
-		progress  = make(chan struct{}, 1)
-		failed    = make(chan struct{})
-		failOnce  sync.Once
-		errs      rtBenchErrOnce
-		readers   sync.WaitGroup
+		closing atomic.Bool // teardown: read errors are expected
+		readers sync.WaitGroup
 	)
-	counts = make([]atomic.Int32, messages)
-	fail := func(err error) {
-		errs.set(err)
-		failOnce.Do(func() { close(failed) })
-	}
 	b.Cleanup(func() {
 		closing.Store(true)
 		for _, c := range clients {
@@ -320,7 +248,7 @@ func rtBenchFanout(b *testing.B, window int) {
 		s.close(b)
 	})
 	url := s.url()
-	err := rtBenchParallel(n, rtBenchDialParallelism, func(i int) error {
+	err := benchkit.Parallel(n, rtBenchDialParallelism, func(i int) error {
 		ws, err := rtBenchDialAttached(url, channel)
 		if err != nil {
 			return fmt.Errorf("connection %d: %w", i, err)
@@ -332,23 +260,9 @@ func rtBenchFanout(b *testing.B, window int) {
 		b.Fatal(err)
 	}
 
-	// complete records that every connection parsed message i. Connections
-	// deliver in order, so the last connection to parse message i completes
-	// i after every earlier message; the maximum is kept because the
-	// goroutines completing i and i+1 may store out of order.
-	complete := func(i int) {
-		for {
-			cur := delivered.Load()
-			if cur > int64(i) || delivered.CompareAndSwap(cur, int64(i)+1) {
-				break
-			}
-		}
-		select {
-		case progress <- struct{}{}:
-		default:
-		}
-	}
-
+	// fan counts the messages every connection parsed, for the publisher to
+	// wait on, and keeps the readers' first failure.
+	fan := benchkit.NewFanout(n, messages, "connection", rtBenchTimeout)
 	base := time.Now()
 	for k := range clients {
 		c := &clients[k]
@@ -362,7 +276,7 @@ func rtBenchFanout(b *testing.B, window int) {
 				}
 				if err != nil {
 					if !closing.Load() {
-						fail(fmt.Errorf("connection %d after %d of %d messages: %w", k, i, messages, err))
+						fan.Fail(fmt.Errorf("connection %d after %d of %d messages: %w", k, i, messages, err))
 					}
 					return
 				}
@@ -372,35 +286,33 @@ func rtBenchFanout(b *testing.B, window int) {
 					if rtBenchAction(frame) == actionHeartbeat {
 						continue
 					}
-					fail(fmt.Errorf("connection %d after %d of %d messages: unexpected frame %s", k, i, messages, frame))
+					fan.Fail(fmt.Errorf("connection %d after %d of %d messages: unexpected frame %s", k, i, messages, frame))
 					return
 				}
 				for rest, found := frame, 0; ; found++ {
 					seq, sent, next, err := rtBenchParseData(rest)
 					if err != nil {
-						fail(fmt.Errorf("connection %d: %w in %s", k, err, frame))
+						fan.Fail(fmt.Errorf("connection %d: %w in %s", k, err, frame))
 						return
 					}
 					if next == nil {
 						if found == 0 {
-							fail(fmt.Errorf("connection %d: message frame without messages: %s", k, frame))
+							fan.Fail(fmt.Errorf("connection %d: message frame without messages: %s", k, frame))
 							return
 						}
 						break
 					}
 					rest = next
 					if i >= messages {
-						fail(fmt.Errorf("connection %d: message %d after the last of %d", k, seq, messages))
+						fan.Fail(fmt.Errorf("connection %d: message %d after the last of %d", k, seq, messages))
 						return
 					}
 					if seq != i {
-						fail(fmt.Errorf("connection %d: got message %d, want %d", k, seq, i))
+						fan.Fail(fmt.Errorf("connection %d: got message %d, want %d", k, seq, i))
 						return
 					}
 					c.lat[i] = now - sent
-					if counts[i].Add(1) == n {
-						complete(i)
-					}
+					fan.Deliver(i)
 					i++
 				}
 			}
@@ -408,26 +320,10 @@ func rtBenchFanout(b *testing.B, window int) {
 	}
 
 	ctx := context.Background()
-	timeout := time.NewTimer(rtBenchTimeout)
-	defer timeout.Stop()
-	// waitDelivered waits until every connection parsed the first want
-	// messages.
-	waitDelivered := func(want int) {
-		for int(delivered.Load()) < want {
-			select {
-			case <-progress:
-			case <-failed:
-				b.Fatal(errs.get())
-			case <-timeout.C:
-				b.Fatalf("no progress: %d of %d messages delivered to every connection", delivered.Load(), messages)
-			}
-		}
-		timeout.Reset(rtBenchTimeout) // no stale expiry to drain since Go 1.23
-	}
 	data := make([]byte, 0, 64)
 	b.ResetTimer()
 	for i := range messages {
-		waitDelivered(i - window + 1)
+		fan.Wait(b, i-window+1)
 		sent := time.Since(base)
 		data = strconv.AppendInt(append(data[:0], "bench "...), int64(i), 10)
 		data = strconv.AppendInt(append(data, ' '), int64(sent), 10)
@@ -436,9 +332,9 @@ func rtBenchFanout(b *testing.B, window int) {
 			b.Fatal(err)
 		}
 	}
-	waitDelivered(messages)
+	fan.Wait(b, messages)
 	b.StopTimer()
-	if err := errs.get(); err != nil {
+	if err := fan.Err(); err != nil {
 		b.Fatal(err)
 	}
 
@@ -446,11 +342,7 @@ func rtBenchFanout(b *testing.B, window int) {
 	for _, c := range clients {
 		lat = append(lat, c.lat...)
 	}
-	slices.Sort(lat)
-	b.ReportMetric(float64(len(lat))/b.Elapsed().Seconds(), "events/s")
-	b.ReportMetric(rtBenchMicros(rtBenchPercentile(lat, 0.50)), "p50-µs")
-	b.ReportMetric(rtBenchMicros(rtBenchPercentile(lat, 0.99)), "p99-µs")
-	b.ReportMetric(rtBenchMicros(lat[len(lat)-1]), "max-µs")
+	benchkit.ReportDeliveries(b, lat)
 }
 
 // rtBenchParseData finds the next benchmark message in a message frame:
@@ -469,38 +361,13 @@ func rtBenchParseData(frame []byte) (seq int, sent time.Duration, rest []byte, e
 		return 0, 0, nil, errors.New("unterminated benchmark data")
 	}
 	a, c, ok := bytes.Cut(after[:end], []byte{' '})
-	s, okS := rtBenchParseUint(a)
-	t, okT := rtBenchParseUint(c)
+	s, okS := benchkit.ParseUint(a)
+	t, okT := benchkit.ParseUint(c)
 	if !ok || !okS || !okT {
 		return 0, 0, nil, errors.New("malformed benchmark data")
 	}
 	return int(s), time.Duration(t), after[end:], nil
 }
-
-func rtBenchParseUint(b []byte) (uint64, bool) {
-	if len(b) == 0 || len(b) > 19 {
-		return 0, false
-	}
-	var v uint64
-	for _, c := range b {
-		if c < '0' || c > '9' {
-			return 0, false
-		}
-		v = v*10 + uint64(c-'0')
-	}
-	return v, true
-}
-
-// rtBenchPercentile returns the nearest-rank q-quantile of sorted.
-func rtBenchPercentile(sorted []time.Duration, q float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	i := int(float64(len(sorted))*q+0.999999) - 1
-	return sorted[min(max(i, 0), len(sorted)-1)]
-}
-
-func rtBenchMicros(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 
 // The raw client: a hand-written WebSocket handshake and frames over a
 // net.Conn, so that an idle client is only its net.Conn (no goroutine, no
@@ -668,7 +535,7 @@ func rtBenchWriteFrame(w io.Writer, payload []byte) error {
 // averaged).
 func BenchmarkRealtimeIdleConnMemory(b *testing.B) {
 	const n = rtBenchIdleConns
-	rtBenchRaiseFileLimit(b, 2*n+256)
+	benchkit.RaiseFileLimit(b, 2*n+256)
 	var heap, stack, goroutines float64
 	for iter := range b.N {
 		h, st, g := rtBenchMeasureIdle(b, n, "bench:idle", iter == 0)
@@ -710,9 +577,9 @@ func rtBenchMeasureIdle(b *testing.B, n int, channel string, profile bool) (heap
 	}
 	defer warm.Close()
 
-	before, g0 := rtBenchSettledMemStats()
+	before, g0 := benchkit.SettledMemStats()
 	b.StartTimer()
-	err = rtBenchParallel(n, rtBenchDialParallelism, func(i int) error {
+	err = benchkit.Parallel(n, rtBenchDialParallelism, func(i int) error {
 		c, err := rtBenchRawAttach(s.addr(), channel)
 		if err != nil {
 			return fmt.Errorf("connection %d: %w", i, err)
@@ -724,49 +591,15 @@ func rtBenchMeasureIdle(b *testing.B, n int, channel string, profile bool) (heap
 	if err != nil {
 		b.Fatal(err)
 	}
-	after, g1 := rtBenchSettledMemStats()
+	after, g1 := benchkit.SettledMemStats()
 	if path := os.Getenv(rtBenchHeapProfileEnv); path != "" && profile {
-		rtBenchWriteHeapProfile(b, path)
+		// The profile is as of the collection SettledMemStats just ran,
+		// with every connection open.
+		benchkit.WriteHeapProfile(b, path)
 	}
 	heap = float64(int64(after.HeapInuse) - int64(before.HeapInuse))
 	stack = float64(int64(after.StackInuse) - int64(before.StackInuse))
 	return heap, stack, float64(g1 - g0)
-}
-
-// rtBenchSettledMemStats waits for the goroutine count to stop changing,
-// collects garbage and reads the memory statistics.
-func rtBenchSettledMemStats() (runtime.MemStats, int) {
-	g := runtime.NumGoroutine()
-	for range 100 {
-		time.Sleep(10 * time.Millisecond)
-		now := runtime.NumGoroutine()
-		if now == g {
-			break
-		}
-		g = now
-	}
-	runtime.GC()
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	return ms, runtime.NumGoroutine()
-}
-
-func rtBenchWriteHeapProfile(b *testing.B, path string) {
-	b.Helper()
-	f, err := os.Create(path)
-	if err != nil {
-		b.Fatal(err)
-	}
-	// The heap profile is as of the last GC, which rtBenchSettledMemStats
-	// ran with every connection open.
-	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
-		_ = f.Close()
-		b.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		b.Fatal(err)
-	}
 }
 
 // BenchmarkRealtimeConnectRate opens 2000 connections from 8 goroutines,
@@ -785,7 +618,7 @@ func rtBenchWriteHeapProfile(b *testing.B, path string) {
 // the same with -benchtime=1x as with more ops.
 func BenchmarkRealtimeConnectRate(b *testing.B) {
 	const n = rtBenchConnectConns
-	rtBenchRaiseFileLimit(b, 2*n+256)
+	benchkit.RaiseFileLimit(b, 2*n+256)
 	for range b.N {
 		rtBenchConnectOp(b, n)
 	}
@@ -815,7 +648,7 @@ func rtBenchConnectOp(b *testing.B, n int) {
 	defer warm.CloseNow()
 
 	b.StartTimer()
-	err = rtBenchParallel(n, rtBenchConnectParallelism, func(i int) error {
+	err = benchkit.Parallel(n, rtBenchConnectParallelism, func(i int) error {
 		ws, err := rtBenchDialConnected(url)
 		if err != nil {
 			return fmt.Errorf("connection %d: %w", i, err)

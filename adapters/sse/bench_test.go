@@ -27,13 +27,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"runtime"
-	"runtime/pprof"
-	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -41,6 +37,7 @@ import (
 
 	"github.com/switchboardhq/switchboard/core"
 	"github.com/switchboardhq/switchboard/core/auth"
+	"github.com/switchboardhq/switchboard/internal/benchkit"
 )
 
 const (
@@ -107,26 +104,6 @@ func (s *benchServer) close(b *testing.B) {
 	s.srv.Close()
 	if err := s.engine.Close(context.Background()); err != nil {
 		b.Errorf("closing engine: %v", err)
-	}
-}
-
-// benchRaiseFileLimit makes sure the process may open need descriptors (every
-// stream is two: the client's and the server's end of the connection).
-func benchRaiseFileLimit(b *testing.B, need uint64) {
-	b.Helper()
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		b.Fatalf("reading the file limit: %v", err)
-	}
-	if lim.Cur >= need {
-		return
-	}
-	if lim.Max < need {
-		b.Skipf("%d file descriptors needed; the hard limit is %d", need, lim.Max)
-	}
-	lim.Cur = need
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		b.Skipf("raising the file limit to %d: %v", need, err)
 	}
 }
 
@@ -207,43 +184,14 @@ func benchOpenStream(addr, channels string) (net.Conn, *benchReader, error) {
 // channels named by channels(i), calling keep(i, conn, reader) for each.
 // On error the streams already kept are the caller's to close.
 func benchOpenStreams(n int, addr string, channels func(i int) string, keep func(i int, c net.Conn, r *benchReader)) error {
-	var next atomic.Int64
-	var errs benchErrOnce
-	var wg sync.WaitGroup
-	for range benchDialParallelism {
-		wg.Go(func() {
-			for i := int(next.Add(1) - 1); i < n && errs.get() == nil; i = int(next.Add(1) - 1) {
-				c, r, err := benchOpenStream(addr, channels(i))
-				if err != nil {
-					errs.set(err)
-					return
-				}
-				keep(i, c, r)
-			}
-		})
-	}
-	wg.Wait()
-	return errs.get()
-}
-
-// benchErrOnce keeps the first error reported from any goroutine.
-type benchErrOnce struct {
-	mu  sync.Mutex
-	err error
-}
-
-func (o *benchErrOnce) set(err error) {
-	o.mu.Lock()
-	if o.err == nil {
-		o.err = err
-	}
-	o.mu.Unlock()
-}
-
-func (o *benchErrOnce) get() error {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.err
+	return benchkit.Parallel(n, benchDialParallelism, func(i int) error {
+		c, r, err := benchOpenStream(addr, channels(i))
+		if err != nil {
+			return err
+		}
+		keep(i, c, r)
+		return nil
+	})
 }
 
 // BenchmarkFanout1000Streams publishes b.N messages to one channel read by
@@ -289,7 +237,9 @@ func benchFanout(b *testing.B, window int) {
 		n       = benchFanoutStreams
 		channel = "bench:fanout"
 	)
-	benchRaiseFileLimit(b, 2*n+256)
+	// Every stream is two descriptors: the client's and the server's end of
+	// the connection.
+	benchkit.RaiseFileLimit(b, 2*n+256)
 	s := newBenchServer(b)
 	messages := b.N
 
@@ -300,20 +250,9 @@ func benchFanout(b *testing.B, window int) {
 	}
 	clients := make([]client, n)
 	var (
-		closing   atomic.Bool    // teardown: read errors are expected
-		delivered atomic.Int64   // messages parsed by every stream
-		counts    []atomic.Int32 // counts[i]: streams that parsed message i
-		progress  = make(chan struct{}, 1)
-		failed    = make(chan struct{})
-		failOnce  sync.Once
-		errs      benchErrOnce
-		readers   sync.WaitGroup
+		closing atomic.Bool // teardown: read errors are expected
+		readers sync.WaitGroup
 	)
-	counts = make([]atomic.Int32, messages)
-	fail := func(err error) {
-		errs.set(err)
-		failOnce.Do(func() { close(failed) })
-	}
 	b.Cleanup(func() {
 		closing.Store(true)
 		for _, c := range clients {
@@ -332,6 +271,9 @@ func benchFanout(b *testing.B, window int) {
 		b.Fatal(err)
 	}
 
+	// fan counts the messages every stream parsed, for the publisher to
+	// wait on, and keeps the readers' first failure.
+	fan := benchkit.NewFanout(n, messages, "stream", benchTimeout)
 	base := time.Now()
 	for k := range clients {
 		c := &clients[k]
@@ -340,62 +282,36 @@ func benchFanout(b *testing.B, window int) {
 				ev, data, err := c.r.next()
 				if err != nil {
 					if !closing.Load() {
-						fail(fmt.Errorf("stream %d after %d of %d messages: %w", k, i, messages, err))
+						fan.Fail(fmt.Errorf("stream %d after %d of %d messages: %w", k, i, messages, err))
 					}
 					return
 				}
 				now := time.Since(base)
 				if string(ev) != eventMessage {
-					fail(fmt.Errorf("stream %d after %d of %d messages: unexpected %s event: %s", k, i, messages, ev, data))
+					fan.Fail(fmt.Errorf("stream %d after %d of %d messages: unexpected %s event: %s", k, i, messages, ev, data))
 					return
 				}
 				seq, sent, err := parseBenchData(data)
 				if err != nil {
-					fail(fmt.Errorf("stream %d: %w", k, err))
+					fan.Fail(fmt.Errorf("stream %d: %w", k, err))
 					return
 				}
 				if seq != i {
-					fail(fmt.Errorf("stream %d: got message %d, want %d", k, seq, i))
+					fan.Fail(fmt.Errorf("stream %d: got message %d, want %d", k, seq, i))
 					return
 				}
 				c.lat[i] = now - sent
-				// Streams deliver in order, so the last stream to parse
-				// message i completes i after every earlier message.
-				if counts[i].Add(1) == n {
-					// Keep the maximum: the goroutines completing i
-					// and i+1 may get here out of order.
-					for cur := delivered.Load(); cur <= int64(i) && !delivered.CompareAndSwap(cur, int64(i)+1); cur = delivered.Load() {
-					}
-					select {
-					case progress <- struct{}{}:
-					default:
-					}
-				}
+				fan.Deliver(i)
 				i++
 			}
 		})
 	}
 
 	ctx := context.Background()
-	timeout := time.NewTimer(benchTimeout)
-	defer timeout.Stop()
-	// waitDelivered waits until every stream parsed the first want messages.
-	waitDelivered := func(want int) {
-		for int(delivered.Load()) < want {
-			select {
-			case <-progress:
-			case <-failed:
-				b.Fatal(errs.get())
-			case <-timeout.C:
-				b.Fatalf("no progress: %d of %d messages delivered to every stream", delivered.Load(), messages)
-			}
-		}
-		timeout.Reset(benchTimeout) // no stale expiry to drain since Go 1.23
-	}
 	data := make([]byte, 0, 64)
 	b.ResetTimer()
 	for i := range messages {
-		waitDelivered(i - window + 1)
+		fan.Wait(b, i-window+1)
 		sent := time.Since(base)
 		data = strconv.AppendInt(append(data[:0], "bench "...), int64(i), 10)
 		data = strconv.AppendInt(append(data, ' '), int64(sent), 10)
@@ -404,9 +320,9 @@ func benchFanout(b *testing.B, window int) {
 			b.Fatal(err)
 		}
 	}
-	waitDelivered(messages)
+	fan.Wait(b, messages)
 	b.StopTimer()
-	if err := errs.get(); err != nil {
+	if err := fan.Err(); err != nil {
 		b.Fatal(err)
 	}
 
@@ -414,11 +330,7 @@ func benchFanout(b *testing.B, window int) {
 	for _, c := range clients {
 		lat = append(lat, c.lat...)
 	}
-	slices.Sort(lat)
-	b.ReportMetric(float64(len(lat))/b.Elapsed().Seconds(), "events/s")
-	b.ReportMetric(benchMicros(benchPercentile(lat, 0.50)), "p50-µs")
-	b.ReportMetric(benchMicros(benchPercentile(lat, 0.99)), "p99-µs")
-	b.ReportMetric(benchMicros(lat[len(lat)-1]), "max-µs")
+	benchkit.ReportDeliveries(b, lat)
 }
 
 // parseBenchData parses the data "bench <seq> <sent>" out of a message
@@ -435,38 +347,13 @@ func parseBenchData(msg []byte) (seq int, sent time.Duration, err error) {
 		return 0, 0, fmt.Errorf("unterminated data in %s", msg)
 	}
 	a, c, ok := bytes.Cut(rest[:end], []byte{' '})
-	s, okS := benchParseUint(a)
-	t, okT := benchParseUint(c)
+	s, okS := benchkit.ParseUint(a)
+	t, okT := benchkit.ParseUint(c)
 	if !ok || !okS || !okT {
 		return 0, 0, fmt.Errorf("malformed benchmark data in %s", msg)
 	}
 	return int(s), time.Duration(t), nil
 }
-
-func benchParseUint(b []byte) (uint64, bool) {
-	if len(b) == 0 || len(b) > 19 {
-		return 0, false
-	}
-	var v uint64
-	for _, c := range b {
-		if c < '0' || c > '9' {
-			return 0, false
-		}
-		v = v*10 + uint64(c-'0')
-	}
-	return v, true
-}
-
-// benchPercentile returns the nearest-rank q-quantile of sorted.
-func benchPercentile(sorted []time.Duration, q float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	i := int(float64(len(sorted))*q+0.999999) - 1
-	return sorted[min(max(i, 0), len(sorted)-1)]
-}
-
-func benchMicros(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 
 // BenchmarkIdleStreamMemory opens 2000 idle streams (one channel each) and
 // reports what they add to the process's memory, per stream:
@@ -509,7 +396,7 @@ func BenchmarkIdleStreamMemory(b *testing.B) {
 // the first stream's channel) before the measurement.
 func benchIdle(b *testing.B, label string, channels func(i int) string, messages int) {
 	const n = benchIdleStreams
-	benchRaiseFileLimit(b, 2*n+256)
+	benchkit.RaiseFileLimit(b, 2*n+256)
 	var heap, stack, goroutines float64
 	for iter := range b.N {
 		h, st, g := benchMeasureIdle(b, n, channels, messages, iter == 0, label)
@@ -549,7 +436,7 @@ func benchMeasureIdle(b *testing.B, n int, channels func(i int) string, messages
 	}
 	defer warm.Close()
 
-	before, g0 := benchSettledMemStats()
+	before, g0 := benchkit.SettledMemStats()
 	b.StartTimer()
 	err = benchOpenStreams(n, s.srv.Listener.Addr().String(), channels,
 		// Only the connection is kept: its reader becomes garbage.
@@ -574,48 +461,13 @@ func benchMeasureIdle(b *testing.B, n int, channels func(i int) string, messages
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
-	after, g1 := benchSettledMemStats()
+	after, g1 := benchkit.SettledMemStats()
 	if path := os.Getenv(benchHeapProfileEnv); path != "" && profile {
-		benchWriteHeapProfile(b, path+"."+label)
+		// The profile is as of the collection SettledMemStats just ran,
+		// with every stream open.
+		benchkit.WriteHeapProfile(b, path+"."+label)
 	}
 	heap = float64(int64(after.HeapInuse) - int64(before.HeapInuse))
 	stack = float64(int64(after.StackInuse) - int64(before.StackInuse))
 	return heap, stack, float64(g1 - g0)
-}
-
-// benchSettledMemStats waits for the goroutine count to stop changing (stream
-// goroutines that only help the attach exit just after it), collects
-// garbage and reads the memory statistics.
-func benchSettledMemStats() (runtime.MemStats, int) {
-	g := runtime.NumGoroutine()
-	for range 100 {
-		time.Sleep(10 * time.Millisecond)
-		now := runtime.NumGoroutine()
-		if now == g {
-			break
-		}
-		g = now
-	}
-	runtime.GC()
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	return ms, runtime.NumGoroutine()
-}
-
-func benchWriteHeapProfile(b *testing.B, path string) {
-	b.Helper()
-	f, err := os.Create(path)
-	if err != nil {
-		b.Fatal(err)
-	}
-	// The heap profile is as of the last GC, which benchSettledMemStats ran
-	// with every stream open.
-	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
-		_ = f.Close()
-		b.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		b.Fatal(err)
-	}
 }
