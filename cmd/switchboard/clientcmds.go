@@ -53,6 +53,20 @@ func (f *clientFlags) client() (*client.Client, error) {
 	return client.New(client.Options{URL: f.server, Key: f.key, Token: f.token, ClientID: f.clientID})
 }
 
+// withClient runs fn with a client for the command's flags and a context
+// that ends on Ctrl-C or SIGTERM, or after --timeout; the client is closed
+// afterwards.
+func (f *clientFlags) withClient(cmd *cobra.Command, fn func(ctx context.Context, c *client.Client) error) error {
+	ctx, cancel := f.commandContext(cmd)
+	defer cancel()
+	c, err := f.client()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	return fn(ctx, c)
+}
+
 // commandContext ends on Ctrl-C or SIGTERM, or after the command's
 // --timeout.
 func (f *clientFlags) commandContext(cmd *cobra.Command) (context.Context, context.CancelFunc) {
@@ -84,27 +98,22 @@ With --json, DATA is a JSON value and is published as such.`,
 	cmd.Flags().StringVar(&id, "id", "", "message id (makes retries idempotent; generated when empty)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "DATA is JSON")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		ctx, cancel := cf.commandContext(cmd)
-		defer cancel()
-		c, err := cf.client()
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		m := &client.Message{ID: id, Name: name, Data: []byte(args[1])}
-		if asJSON {
-			if !json.Valid(m.Data) {
-				return errors.New("--json: DATA is not valid JSON")
+		return cf.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+			m := &client.Message{ID: id, Name: name, Data: []byte(args[1])}
+			if asJSON {
+				if !json.Valid(m.Data) {
+					return errors.New("--json: DATA is not valid JSON")
+				}
+				m.Encoding = "json"
 			}
-			m.Encoding = "json"
-		}
-		res, err := c.Channel(args[0]).PublishMessages(ctx, m)
-		if err != nil {
-			return err
-		}
-		return writeJSONLine(stdout, map[string]any{
-			"channel": args[0], "id": res[0].ID, "serial": res[0].Serial,
-			"timestamp": res[0].Timestamp.UnixMilli(), "duplicate": res[0].Duplicate,
+			res, err := c.Channel(args[0]).PublishMessages(ctx, m)
+			if err != nil {
+				return err
+			}
+			return writeJSONLine(stdout, map[string]any{
+				"channel": args[0], "id": res[0].ID, "serial": res[0].Serial,
+				"timestamp": res[0].Timestamp.UnixMilli(), "duplicate": res[0].Duplicate,
+			})
 		})
 	}
 	return cmd
@@ -136,42 +145,37 @@ Ctrl-C.`,
 		if count < 0 {
 			return errors.New("--count must not be negative")
 		}
-		ctx, cancel := cf.commandContext(cmd)
-		defer cancel()
-		c, err := cf.client()
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		msgs := make(chan *client.Message, 1024)
-		for _, name := range args {
-			var opts []client.Option
-			if rewind != "" {
-				opts = append(opts, client.WithRewind(rewind))
+		return cf.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+			msgs := make(chan *client.Message, 1024)
+			for _, name := range args {
+				var opts []client.Option
+				if rewind != "" {
+					opts = append(opts, client.WithRewind(rewind))
+				}
+				if from != "" {
+					opts = append(opts, client.WithResumeFrom(from))
+				}
+				if _, err := c.Channel(name).Subscribe(ctx, func(m *client.Message) {
+					select {
+					case msgs <- m:
+					case <-ctx.Done():
+					}
+				}, opts...); err != nil {
+					return fmt.Errorf("subscribing to %s: %w", name, err)
+				}
 			}
-			if from != "" {
-				opts = append(opts, client.WithResumeFrom(from))
-			}
-			if _, err := c.Channel(name).Subscribe(ctx, func(m *client.Message) {
+			for n := 0; count == 0 || n < count; n++ {
 				select {
-				case msgs <- m:
+				case m := <-msgs:
+					if err := printMessage(stdout, m, asJSON); err != nil {
+						return err
+					}
 				case <-ctx.Done():
+					return nil
 				}
-			}, opts...); err != nil {
-				return fmt.Errorf("subscribing to %s: %w", name, err)
 			}
-		}
-		for n := 0; count == 0 || n < count; n++ {
-			select {
-			case m := <-msgs:
-				if err := printMessage(stdout, m, asJSON); err != nil {
-					return err
-				}
-			case <-ctx.Done():
-				return nil
-			}
-		}
-		return nil
+			return nil
+		})
 	}
 	return cmd
 }
@@ -197,30 +201,25 @@ func newHistoryCommand(stdout io.Writer) *cobra.Command {
 		if limit < 1 {
 			return errors.New("--limit must be at least 1")
 		}
-		ctx, cancel := cf.commandContext(cmd)
-		defer cancel()
-		c, err := cf.client()
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		page, err := c.History(ctx, args[0], client.HistoryOptions{Limit: min(limit, 1000), Forwards: direction == "forwards"})
-		for n := 0; err == nil; {
-			for _, m := range page.Messages {
-				if n == limit {
+		return cf.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+			page, err := c.History(ctx, args[0], client.HistoryOptions{Limit: min(limit, 1000), Forwards: direction == "forwards"})
+			for n := 0; err == nil; {
+				for _, m := range page.Messages {
+					if n == limit {
+						return nil
+					}
+					if err := printMessage(stdout, m, asJSON); err != nil {
+						return err
+					}
+					n++
+				}
+				if !page.HasNext() || n == limit {
 					return nil
 				}
-				if err := printMessage(stdout, m, asJSON); err != nil {
-					return err
-				}
-				n++
+				page, err = page.Next(ctx)
 			}
-			if !page.HasNext() || n == limit {
-				return nil
-			}
-			page, err = page.Next(ctx)
-		}
-		return err
+			return err
+		})
 	}
 	return cmd
 }
@@ -234,23 +233,18 @@ func newPresenceCommand(stdout io.Writer) *cobra.Command {
 	}
 	cf.register(cmd)
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		ctx, cancel := cf.commandContext(cmd)
-		defer cancel()
-		c, err := cf.client()
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		members, err := c.PresenceMembers(ctx, args[0])
-		if err != nil {
-			return err
-		}
-		for _, m := range members {
-			if err := writeJSONLine(stdout, m); err != nil {
+		return cf.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+			members, err := c.PresenceMembers(ctx, args[0])
+			if err != nil {
 				return err
 			}
-		}
-		return nil
+			for _, m := range members {
+				if err := writeJSONLine(stdout, m); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
 	}
 	return cmd
 }
@@ -276,20 +270,13 @@ patterns to operations, e.g. '{"chat:*":["subscribe","history"]}'.`,
 				return fmt.Errorf("--capability: %w", err)
 			}
 		}
-		ctx, cancel := cf.commandContext(cmd)
-		defer cancel()
-		// The token request authenticates with the key; no realtime
-		// connection is needed.
-		c, err := client.New(client.Options{URL: cf.server, Key: cf.key, Token: cf.token})
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		td, err := c.RequestToken(ctx, req)
-		if err != nil {
-			return err
-		}
-		return writeJSONLine(stdout, td)
+		return cf.withClient(cmd, func(ctx context.Context, c *client.Client) error {
+			td, err := c.RequestToken(ctx, req)
+			if err != nil {
+				return err
+			}
+			return writeJSONLine(stdout, td)
+		})
 	}
 	return cmd
 }
