@@ -329,13 +329,6 @@ func (c *Client) setStateLocked(s ConnectionState, reason error, retryIn time.Du
 	}
 }
 
-func (c *Client) setState(s ConnectionState, reason error, retryIn time.Duration) {
-	c.mu.Lock()
-	notify := c.setStateLocked(s, reason, retryIn)
-	c.mu.Unlock()
-	notify()
-}
-
 // Close closes the connection in an orderly way (presence members leave at
 // once), fails queued publishes with ErrClosed and stops every goroutine
 // of the client. It is safe to call more than once.

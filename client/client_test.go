@@ -18,8 +18,8 @@ import (
 func TestPublishSubscribeRoundTrip(t *testing.T) {
 	s := newTestServer(t)
 	ctx := testCtx(t)
-	sub := newClient(t, Options{URL: s.srv.URL, Key: testKey, ClientID: "sub"})
-	pub := newClient(t, Options{URL: s.srv.URL, Key: testKey})
+	sub := newClient(t, Options{URL: s.URL(), Key: testKey, ClientID: "sub"})
+	pub := newClient(t, Options{URL: s.URL(), Key: testKey})
 	if err := sub.Connect(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -60,13 +60,13 @@ func TestPublishSubscribeRoundTrip(t *testing.T) {
 func TestRewindIteratorAndNames(t *testing.T) {
 	s := newTestServer(t)
 	ctx := testCtx(t)
-	pub := newClient(t, Options{URL: s.srv.URL, Key: testKey})
+	pub := newClient(t, Options{URL: s.URL(), Key: testKey})
 	for i := range 5 {
 		if _, err := pub.Channel("log").Publish(ctx, []string{"a", "b"}[i%2], fmt.Sprint(i)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	sub := newClient(t, Options{URL: s.srv.URL, Key: testKey})
+	sub := newClient(t, Options{URL: s.URL(), Key: testKey})
 	ch := sub.Channel("log")
 	if err := ch.Attach(ctx, WithRewind("4")); err != nil {
 		t.Fatal(err)
@@ -106,7 +106,7 @@ func TestRewindIteratorAndNames(t *testing.T) {
 
 func TestBadCredentialsFail(t *testing.T) {
 	s := newTestServer(t)
-	c := newClient(t, Options{URL: s.srv.URL, Key: "app:wrong"})
+	c := newClient(t, Options{URL: s.URL(), Key: "app:wrong"})
 	err := c.Connect(testCtx(t))
 	if CodeOf(err) != codeInvalidCredentials || c.State() != StateFailed {
 		t.Fatalf("connect: %v, state %v; want code %d and failed", err, c.State(), codeInvalidCredentials)
@@ -121,7 +121,7 @@ func TestBadCredentialsFail(t *testing.T) {
 // exactly once, in order, and every publish is acknowledged once.
 func TestRandomCutsLoseNothing(t *testing.T) {
 	s := newTestServer(t)
-	proxy := newCutProxy(t, s.srv.Listener.Addr().String())
+	proxy := newCutProxy(t, s.Addr())
 	ctx := testCtx(t)
 	opts := func(id string) Options {
 		return Options{URL: proxy.url(), Key: testKey, ClientID: id, MinRetryDelay: 5 * time.Millisecond, MaxRetryDelay: 50 * time.Millisecond}
@@ -218,7 +218,7 @@ func TestRandomCutsLoseNothing(t *testing.T) {
 		r.mu.Unlock()
 	}
 	// Each message is in the channel's log exactly once.
-	hist, err := newClient(t, Options{URL: s.srv.URL, Key: testKey}).History(ctx, "firehose", HistoryOptions{Limit: 1000, Forwards: true})
+	hist, err := newClient(t, Options{URL: s.URL(), Key: testKey}).History(ctx, "firehose", HistoryOptions{Limit: 1000, Forwards: true})
 	_ = publishers
 	if err != nil {
 		t.Fatal(err)
@@ -269,12 +269,12 @@ func checkPerPublisherOrder(t *testing.T, who string, got []string, sent []int) 
 func TestPresenceEnterGetAndEvents(t *testing.T) {
 	s := newTestServer(t)
 	ctx := testCtx(t)
-	watcher := newClient(t, Options{URL: s.srv.URL, Key: testKey})
+	watcher := newClient(t, Options{URL: s.URL(), Key: testKey})
 	events := make(chan PresenceMember, 10)
 	if _, err := watcher.Channel("lobby").Presence().Subscribe(ctx, func(m PresenceMember) { events <- m }); err != nil {
 		t.Fatal(err)
 	}
-	alice := newClient(t, Options{URL: s.srv.URL, Key: testKey, ClientID: "alice"})
+	alice := newClient(t, Options{URL: s.URL(), Key: testKey, ClientID: "alice"})
 	if err := alice.Channel("lobby").Presence().Enter(ctx, "hi"); err != nil {
 		t.Fatal(err)
 	}
@@ -298,14 +298,14 @@ func TestPresenceEnterGetAndEvents(t *testing.T) {
 func TestAuthCallbackRenewsTokens(t *testing.T) {
 	s := newTestServer(t)
 	ctx := testCtx(t)
-	id, err := s.authn.Authenticate(auth.Credentials{Key: testKey})
+	id, err := s.Auth.Authenticate(auth.Credentials{Key: testKey})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var calls atomic.Int64
-	c := newClient(t, Options{URL: s.srv.URL, ClientID: "tok", AuthCallback: func(context.Context) (string, error) {
+	c := newClient(t, Options{URL: s.URL(), ClientID: "tok", AuthCallback: func(context.Context) (string, error) {
 		calls.Add(1)
-		tok, _, err := s.authn.IssueToken(id, auth.TokenRequest{TTL: 2 * time.Second, ClientID: "tok"})
+		tok, _, err := s.Auth.IssueToken(id, auth.TokenRequest{TTL: 2 * time.Second, ClientID: "tok"})
 		return tok, err
 	}})
 	got := make(chan string, 10)
@@ -334,7 +334,7 @@ func TestFallbackHost(t *testing.T) {
 	s := newTestServer(t)
 	ctx := testCtx(t)
 	// The primary refuses connections: nothing listens there.
-	c := newClient(t, Options{URL: "http://127.0.0.1:1", FallbackURLs: []string{s.srv.URL}, Key: testKey,
+	c := newClient(t, Options{URL: "http://127.0.0.1:1", FallbackURLs: []string{s.URL()}, Key: testKey,
 		MinRetryDelay: 10 * time.Millisecond})
 	if err := c.Connect(ctx); err != nil {
 		t.Fatal(err)
@@ -347,12 +347,12 @@ func TestFallbackHost(t *testing.T) {
 func TestRecoveryKeyResumesInANewClient(t *testing.T) {
 	s := newTestServer(t)
 	ctx := testCtx(t)
-	proxy := newCutProxy(t, s.srv.Listener.Addr().String())
+	proxy := newCutProxy(t, s.Addr())
 	first := newClient(t, Options{URL: proxy.url(), Key: testKey, ClientID: "app-1"})
 	if _, err := first.Channel("jobs").Subscribe(ctx, func(*Message) {}); err != nil {
 		t.Fatal(err)
 	}
-	pub := newClient(t, Options{URL: s.srv.URL, Key: testKey})
+	pub := newClient(t, Options{URL: s.URL(), Key: testKey})
 	if _, err := pub.Channel("jobs").Publish(ctx, "", "seen"); err != nil {
 		t.Fatal(err)
 	}
@@ -371,7 +371,7 @@ func TestRecoveryKeyResumesInANewClient(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	second := newClient(t, Options{URL: s.srv.URL, Key: testKey, ClientID: "app-1", Recover: key})
+	second := newClient(t, Options{URL: s.URL(), Key: testKey, ClientID: "app-1", Recover: key})
 	got := make(chan string, 10)
 	if _, err := second.Channel("jobs").Subscribe(ctx, func(m *Message) { got <- m.String() }); err != nil {
 		t.Fatal(err)
@@ -423,8 +423,8 @@ func TestCloseFailsQueuedPublishes(t *testing.T) {
 func TestMessagePackFormat(t *testing.T) {
 	s := newTestServer(t)
 	ctx := testCtx(t)
-	sub := newClient(t, Options{URL: s.srv.URL, Key: testKey, Format: "msgpack"})
-	pub := newClient(t, Options{URL: s.srv.URL, Key: testKey, Format: "msgpack"})
+	sub := newClient(t, Options{URL: s.URL(), Key: testKey, Format: "msgpack"})
+	pub := newClient(t, Options{URL: s.URL(), Key: testKey, Format: "msgpack"})
 	got := make(chan *Message, 4)
 	if _, err := sub.Channel("mp").Subscribe(ctx, func(m *Message) { got <- m }); err != nil {
 		t.Fatal(err)
@@ -444,7 +444,7 @@ func TestMessagePackFormat(t *testing.T) {
 	if m := <-got; m.Encoding != "json" || m.DecodeJSON(&v) != nil || v["n"] != 3 {
 		t.Errorf("json: %+v", m)
 	}
-	if _, err := New(Options{URL: s.srv.URL, Format: "xml"}); err == nil {
+	if _, err := New(Options{URL: s.URL(), Format: "xml"}); err == nil {
 		t.Error("Format xml accepted")
 	}
 }

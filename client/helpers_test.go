@@ -4,57 +4,18 @@ import (
 	"context"
 	"io"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/switchboardhq/switchboard/adapters/native"
-	"github.com/switchboardhq/switchboard/core"
-	"github.com/switchboardhq/switchboard/core/auth"
+	"github.com/switchboardhq/switchboard/internal/testserver"
 )
 
-const testKey = "app:s3cret"
+const testKey = testserver.Key
 
-// testServer is a real engine with the REST API and the realtime protocol
-// on a real HTTP server.
-type testServer struct {
-	e     *core.Engine
-	authn *auth.Authenticator
-	rt    *native.Realtime
-	srv   *httptest.Server
-}
-
-func newTestServer(t *testing.T) *testServer {
+func newTestServer(t *testing.T) *testserver.Server {
 	t.Helper()
-	authn, err := auth.New(auth.Options{Keys: []auth.Key{
-		{Name: "app", Secret: "s3cret", Capability: auth.Capability{"*": auth.AllOperations()}},
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := core.New(core.Options{Durability: core.DurabilityMemory, Auth: authn, ChannelMemoryLimit: 1_000_000})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rt, err := native.NewRealtime(e, native.RealtimeOptions{Heartbeat: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/v1/realtime", rt)
-	mux.Handle("/v1/", native.NewREST(e, authn, native.RESTOptions{}))
-	srv := httptest.NewServer(mux)
-	t.Cleanup(func() {
-		rt.Drain()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = rt.Wait(ctx)
-		srv.Close()
-		_ = e.Close(context.Background())
-	})
-	return &testServer{e: e, authn: authn, rt: rt, srv: srv}
+	return testserver.Start(t, testserver.Options{ChannelMemoryLimit: 1_000_000, Heartbeat: time.Second})
 }
 
 func newClient(t *testing.T, opts Options) *Client {

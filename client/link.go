@@ -36,23 +36,21 @@ type connectedFrame struct {
 
 // serverFrame is every frame the server sends; fields by action.
 type serverFrame struct {
-	Action        string            `json:"action"`
-	Channel       string            `json:"channel"`
-	ChannelSerial string            `json:"channelSerial"`
-	Resumed       bool              `json:"resumed"`
-	Continuity    *continuityInfo   `json:"continuity"`
-	Reason        string            `json:"reason"`
-	Messages      []wireMessage     `json:"messages"`
-	Presence      []PresenceMember  `json:"presence"`
-	Cursor        string            `json:"cursor"`
-	MsgSerial     int64             `json:"msgSerial"`
-	Count         int               `json:"count"`
-	Results       []wireResult      `json:"results"`
-	Expires       int64             `json:"expires"`
-	RetryIn       int64             `json:"retryIn"`
-	Error         *Error            `json:"error"`
-	Connected     *connectedFrame   `json:"-"`
-	Extra         map[string]string `json:"-"`
+	Action        string           `json:"action"`
+	Channel       string           `json:"channel"`
+	ChannelSerial string           `json:"channelSerial"`
+	Resumed       bool             `json:"resumed"`
+	Continuity    *continuityInfo  `json:"continuity"`
+	Reason        string           `json:"reason"`
+	Messages      []wireMessage    `json:"messages"`
+	Presence      []PresenceMember `json:"presence"`
+	Cursor        string           `json:"cursor"`
+	MsgSerial     int64            `json:"msgSerial"`
+	Count         int              `json:"count"`
+	Results       []wireResult     `json:"results"`
+	Expires       int64            `json:"expires"`
+	RetryIn       int64            `json:"retryIn"`
+	Error         *Error           `json:"error"`
 }
 
 type continuityInfo struct {

@@ -5,47 +5,17 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/switchboardhq/switchboard/adapters/native"
 	"github.com/switchboardhq/switchboard/client"
-	"github.com/switchboardhq/switchboard/core"
-	"github.com/switchboardhq/switchboard/core/auth"
+	"github.com/switchboardhq/switchboard/internal/testserver"
 )
 
 func testServer(t *testing.T) string {
 	t.Helper()
-	authn, err := auth.New(auth.Options{Keys: []auth.Key{
-		{Name: "app", Secret: "s3cret", Capability: auth.Capability{"*": auth.AllOperations()}},
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := core.New(core.Options{Durability: core.DurabilityMemory, Auth: authn})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rt, err := native.NewRealtime(e, native.RealtimeOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/v1/realtime", rt)
-	mux.Handle("/v1/", native.NewREST(e, authn, native.RESTOptions{}))
-	srv := httptest.NewServer(mux)
-	t.Cleanup(func() {
-		rt.Drain()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = rt.Wait(ctx)
-		srv.Close()
-		_ = e.Close(context.Background())
-	})
-	return srv.URL
+	return testserver.Start(t, testserver.Options{}).URL()
 }
 
 // run runs the binary's root command with args and returns its output.
