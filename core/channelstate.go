@@ -26,6 +26,9 @@ type channelState struct {
 	gen atomic.Uint64
 	// announced is set once the channel.opened event was emitted.
 	announced atomic.Bool
+	// opened is the channel's position when it was opened: every message
+	// sequenced while it stays open comes after it. Set by init.
+	opened string
 
 	mu         sync.Mutex
 	initDone   bool
@@ -82,6 +85,7 @@ func (ch *channelState) init() {
 	ch.delivered = last
 	ch.lastActive = now.UnixMilli()
 	ch.log.init(e.memoryLimit(), last+1)
+	ch.opened = ch.positionOf(last)
 	ch.initDone = true
 	ch.mu.Unlock()
 	e.active.Add(1)

@@ -345,24 +345,8 @@ func (e *Engine) attach(ctx context.Context, a *Attachment, rewind channel.Rewin
 		}
 		switch {
 		case resume:
-			s, ok := from.Get(e.opts.Region)
-			switch {
-			case ok && s.Epoch != ch.epoch:
-				a.Continuity = &Continuity{Channel: a.Channel, Reason: ReasonEpochChanged}
-				start = live
-			case !ok || s.Seq >= ch.next:
-				a.Continuity = &Continuity{Channel: a.Channel, Reason: ReasonUnknownPosition}
-				start = live
-			case s.Seq+1 < low:
-				a.Continuity = &Continuity{Channel: a.Channel, Reason: ReasonExpired}
-				start = live
-			default:
-				start = s.Seq + 1
-				a.Resumed = true
-			}
-			if a.Continuity != nil {
-				a.Continuity.Position = ch.positionOf(ch.delivered)
-			}
+			start, a.Continuity = ch.resumeStartLocked(from, low)
+			a.Resumed = a.Continuity == nil
 		case rewind.Count > 0:
 			// Count back from the last sequenced message: in durable modes
 			// fan-out may still lag behind acknowledged publishes.
@@ -383,6 +367,54 @@ func (e *Engine) attach(ctx context.Context, a *Attachment, rewind channel.Rewin
 		return err
 	}
 	return e.catchUp(ctx, a, start, epoch)
+}
+
+// resumeStartLocked returns the first seq a resume from position from
+// delivers, or the live seq and the reason the resume is incomplete. low is
+// the lowest seq still available.
+func (ch *channelState) resumeStartLocked(from position.Position, low uint64) (uint64, *Continuity) {
+	live := ch.delivered + 1
+	s, ok := from.Get(ch.e.opts.Region)
+	var reason ContinuityReason
+	switch {
+	case ok && s.Epoch != ch.epoch:
+		reason = ReasonEpochChanged
+	case !ok || s.Seq >= ch.next:
+		reason = ReasonUnknownPosition
+	case s.Seq+1 < low:
+		reason = ReasonExpired
+	default:
+		return s.Seq + 1, nil
+	}
+	return live, &Continuity{Channel: ch.name, Reason: reason, Position: ch.positionOf(ch.delivered)}
+}
+
+// CheckResume reports whether attaching to a channel from position from
+// would resume completely, without attaching: nil when every message after
+// it is still available, otherwise the Continuity the attach would carry.
+// Protocols whose handshake must announce continuity before subscriptions
+// are restored (MQTT's CONNACK) use it.
+func (e *Engine) CheckResume(channelName, from string) (*Continuity, error) {
+	pos, err := position.Parse(from)
+	if err != nil {
+		return nil, err
+	}
+	var low uint64
+	if e.opts.Store != nil {
+		if low, err = e.storeAvailableFrom(channelName); err != nil {
+			return nil, err
+		}
+	}
+	var cont *Continuity
+	err = e.withChannel(channelName, func(ch *channelState) error {
+		l := low
+		if e.opts.Store == nil {
+			l = ch.firstInMemoryLocked()
+		}
+		_, cont = ch.resumeStartLocked(pos, l)
+		return nil
+	})
+	return cont, err
 }
 
 // catchUp delivers every message from seq start on and registers the

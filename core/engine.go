@@ -89,6 +89,10 @@ type ChannelEvent struct {
 	Kind    ChannelEventKind
 	Channel string
 	Time    time.Time
+	// Position is set on ChannelOpened: the channel's position when it
+	// opened. Attaching from it (AttachOptions.From) delivers every message
+	// published since, including the one whose publish opened the channel.
+	Position string
 }
 
 // Options configure an Engine. Zero values take the documented defaults.
@@ -306,7 +310,7 @@ func (e *Engine) channel(name string) (*channelState, error) {
 	}
 	if ch.announced.CompareAndSwap(false, true) {
 		// Outside every lock, so that the callback may call the engine.
-		e.emit(ChannelOpened, name)
+		e.emit(ChannelOpened, name, ch.opened)
 	}
 	return ch, nil
 }
@@ -388,10 +392,10 @@ func (e *Engine) retention(r NamespaceRules) (d time.Duration, forever bool) {
 	return floor, false
 }
 
-func (e *Engine) emit(kind ChannelEventKind, name string) {
+func (e *Engine) emit(kind ChannelEventKind, name, pos string) {
 	e.log.Debug("channel lifecycle", "event", string(kind), "channel", name)
 	if e.opts.OnChannelEvent != nil {
-		e.opts.OnChannelEvent(ChannelEvent{Kind: kind, Channel: name, Time: e.now()})
+		e.opts.OnChannelEvent(ChannelEvent{Kind: kind, Channel: name, Time: e.now(), Position: pos})
 	}
 }
 
@@ -485,7 +489,7 @@ func (e *Engine) sweepChannels() {
 		sh.mu.Unlock()
 	}
 	for _, name := range closed {
-		e.emit(ChannelClosed, name)
+		e.emit(ChannelClosed, name, "")
 	}
 }
 

@@ -137,6 +137,9 @@ type Config struct {
 	SSE SSE `yaml:"sse"`
 	// Realtime configures the native realtime protocol (WebSocket).
 	Realtime Realtime `yaml:"realtime"`
+	// MQTTBroker configures the MQTT adapter (listeners: mqtt, mqttTLS and
+	// /v1/mqtt on the HTTP listener).
+	MQTTBroker MQTTBroker `yaml:"mqttBroker"`
 	// Log configures the server's logs.
 	Log Log `yaml:"log"`
 	// ShutdownTimeout bounds a graceful shutdown.
@@ -187,6 +190,23 @@ type SSE struct {
 	// WriteTimeout bounds how long a write to a client that does not read
 	// may block before its stream is dropped.
 	WriteTimeout Duration `yaml:"writeTimeout"`
+}
+
+// MQTTBroker configures the MQTT adapter.
+type MQTTBroker struct {
+	// MaxSessionExpiry caps the session expiry MQTT 5 clients ask for and
+	// is the expiry of MQTT 3.1.1 persistent sessions.
+	MaxSessionExpiry Duration `yaml:"maxSessionExpiry"`
+	// MaxInflight bounds the QoS 1/2 messages in flight to one client.
+	MaxInflight int `yaml:"maxInflight"`
+	// ReceiveMaximum bounds the QoS 2 publishes a client may have open
+	// towards the server.
+	ReceiveMaximum int `yaml:"receiveMaximum"`
+	// MaxPacketSize is the largest MQTT packet accepted.
+	MaxPacketSize Size `yaml:"maxPacketSize"`
+	// AllowAnonymous lets MQTT clients connect without credentials; they
+	// may then use only what the namespaces' anonymous rules allow.
+	AllowAnonymous bool `yaml:"allowAnonymous"`
 }
 
 // Realtime configures the native realtime protocol (GET /v1/realtime).
@@ -373,6 +393,12 @@ func Default() Config {
 			MaxChannels:      100,
 			MaxStreamsPerKey: 10000,
 			WriteTimeout:     Duration(30 * time.Second),
+		},
+		MQTTBroker: MQTTBroker{
+			MaxSessionExpiry: Duration(24 * time.Hour),
+			MaxInflight:      1024,
+			ReceiveMaximum:   1024,
+			MaxPacketSize:    1 * MiB,
 		},
 		Log:             Log{Level: "info", Format: "text"},
 		ShutdownTimeout: Duration(15 * time.Second),

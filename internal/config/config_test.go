@@ -150,6 +150,11 @@ func TestNames(t *testing.T) {
 		"sse.maxStreamsPerKey":        {"SWITCHBOARD_SSE_MAX_STREAMS_PER_KEY", "sse-max-streams-per-key"},
 		"sse.buffer":                  {"SWITCHBOARD_SSE_BUFFER", "sse-buffer"},
 		"sse.writeTimeout":            {"SWITCHBOARD_SSE_WRITE_TIMEOUT", "sse-write-timeout"},
+		"mqttBroker.maxSessionExpiry": {"SWITCHBOARD_MQTT_BROKER_MAX_SESSION_EXPIRY", "mqtt-broker-max-session-expiry"},
+		"mqttBroker.maxInflight":      {"SWITCHBOARD_MQTT_BROKER_MAX_INFLIGHT", "mqtt-broker-max-inflight"},
+		"mqttBroker.receiveMaximum":   {"SWITCHBOARD_MQTT_BROKER_RECEIVE_MAXIMUM", "mqtt-broker-receive-maximum"},
+		"mqttBroker.maxPacketSize":    {"SWITCHBOARD_MQTT_BROKER_MAX_PACKET_SIZE", "mqtt-broker-max-packet-size"},
+		"mqttBroker.allowAnonymous":   {"SWITCHBOARD_MQTT_BROKER_ALLOW_ANONYMOUS", "mqtt-broker-allow-anonymous"},
 		"log.level":                   {"SWITCHBOARD_LOG_LEVEL", "log-level"},
 		"log.format":                  {"SWITCHBOARD_LOG_FORMAT", "log-format"},
 		"shutdownTimeout":             {"SWITCHBOARD_SHUTDOWN_TIMEOUT", "shutdown-timeout"},
@@ -184,7 +189,7 @@ func TestNames(t *testing.T) {
 		switch k {
 		case "keys", "namespaces", "queues":
 			continue
-		case "tls", "cors", "sse", "realtime", "log":
+		case "tls", "cors", "sse", "realtime", "log", "mqttBroker":
 			continue
 		}
 		if !keys[k] {

@@ -137,6 +137,7 @@ func (c *Config) validate() []*FieldError {
 		{"realtime.heartbeat", c.Realtime.Heartbeat},
 		{"sse.retry", c.SSE.Retry},
 		{"sse.writeTimeout", c.SSE.WriteTimeout},
+		{"mqttBroker.maxSessionExpiry", c.MQTTBroker.MaxSessionExpiry},
 	} {
 		if d.d <= 0 {
 			p.add(d.key, "must be more than 0, not %v", d.d)
@@ -168,6 +169,15 @@ func (c *Config) validate() []*FieldError {
 	}
 	if c.SSE.MaxChannels < 1 || c.SSE.MaxChannels > maxSSEChannels {
 		p.add("sse.maxChannels", "must be between 1 and %d, not %d", maxSSEChannels, c.SSE.MaxChannels)
+	}
+	if c.MQTTBroker.MaxInflight < 1 || c.MQTTBroker.MaxInflight > 65535 {
+		p.add("mqttBroker.maxInflight", "must be between 1 and 65535, not %d", c.MQTTBroker.MaxInflight)
+	}
+	if c.MQTTBroker.ReceiveMaximum < 1 || c.MQTTBroker.ReceiveMaximum > 65535 {
+		p.add("mqttBroker.receiveMaximum", "must be between 1 and 65535, not %d", c.MQTTBroker.ReceiveMaximum)
+	}
+	if c.MQTTBroker.MaxPacketSize < 1024 || c.MQTTBroker.MaxPacketSize > 256*MiB {
+		p.add("mqttBroker.maxPacketSize", "must be between 1KiB and 256MiB, not %v", c.MQTTBroker.MaxPacketSize)
 	}
 	if c.SSE.MaxStreamsPerKey < 1 {
 		p.add("sse.maxStreamsPerKey", "must be at least 1, not %d", c.SSE.MaxStreamsPerKey)

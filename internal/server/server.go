@@ -6,6 +6,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	mqttadapter "github.com/switchboardhq/switchboard/adapters/mqtt"
 	"github.com/switchboardhq/switchboard/adapters/native"
 	"github.com/switchboardhq/switchboard/adapters/sse"
 	"github.com/switchboardhq/switchboard/core"
@@ -40,8 +42,13 @@ type Server struct {
 	http     *http.Server
 	events   *sse.Handler
 	realtime *native.Realtime
-	httpLn   net.Listener
-	ready    atomic.Bool
+	mqtt     *mqttadapter.Broker
+	// mqttEvents hands the engine's channel events to the MQTT broker,
+	// which is built after the engine.
+	mqttEvents atomic.Pointer[mqttadapter.Broker]
+	mqttAddrs  []string
+	httpLn     net.Listener
+	ready      atomic.Bool
 }
 
 // New builds a server from cfg and opens its listeners (so that a port
@@ -87,6 +94,11 @@ func New(cfg config.Config, log *slog.Logger) (_ *Server, err error) {
 		Auth:               s.auth,
 		Logger:             log.With("component", "engine"),
 		Registerer:         s.registry,
+		OnChannelEvent: func(ev core.ChannelEvent) {
+			if b := s.mqttEvents.Load(); b != nil {
+				b.OnChannelEvent(ev)
+			}
+		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("starting the engine: %w", err)
@@ -121,7 +133,12 @@ func New(cfg config.Config, log *slog.Logger) (_ *Server, err error) {
 		return nil, err
 	}
 
+	if err := s.newMQTT(cfg, log); err != nil {
+		return nil, err
+	}
+
 	mux := http.NewServeMux()
+	mux.Handle("/v1/mqtt", s.mqtt)
 	mux.Handle("/v1/sse", events)
 	mux.Handle("/v1/realtime", realtime)
 	s.events, s.realtime = events, realtime
@@ -146,6 +163,48 @@ func New(cfg config.Config, log *slog.Logger) (_ *Server, err error) {
 	}
 	return s, nil
 }
+
+// newMQTT builds the MQTT broker and opens its listeners.
+func (s *Server) newMQTT(cfg config.Config, log *slog.Logger) error {
+	b, err := mqttadapter.New(s.engine, mqttadapter.Options{
+		Store:            s.store,
+		AllowAnonymous:   cfg.MQTTBroker.AllowAnonymous,
+		MaxSessionExpiry: time.Duration(cfg.MQTTBroker.MaxSessionExpiry),
+		MaxInflight:      cfg.MQTTBroker.MaxInflight,
+		ReceiveMaximum:   cfg.MQTTBroker.ReceiveMaximum,
+		MaxPacketSize:    int(cfg.MQTTBroker.MaxPacketSize),
+		Buffer:           cfg.SubscriberBuffer,
+		Logger:           log.With("component", "mqtt"),
+		Registerer:       s.registry,
+	})
+	if err != nil {
+		return err
+	}
+	s.mqtt = b
+	s.mqttEvents.Store(b)
+	if config.Enabled(cfg.MQTT) {
+		addr, err := b.Listen("tcp", cfg.MQTT, nil)
+		if err != nil {
+			return err
+		}
+		s.mqttAddrs = append(s.mqttAddrs, addr.String())
+	}
+	if config.Enabled(cfg.MQTTTLS) && cfg.TLS.Configured() {
+		cert, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+		if err != nil {
+			return fmt.Errorf("mqtt tls listener: loading the certificate: %w", err)
+		}
+		addr, err := b.Listen("tls", cfg.MQTTTLS, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+		if err != nil {
+			return err
+		}
+		s.mqttAddrs = append(s.mqttAddrs, addr.String())
+	}
+	return nil
+}
+
+// MQTTAddrs are the addresses of the MQTT listeners (TCP, then TLS).
+func (s *Server) MQTTAddrs() []string { return s.mqttAddrs }
 
 // Engine returns the server's channel engine.
 func (s *Server) Engine() *core.Engine { return s.engine }
@@ -177,7 +236,13 @@ func (s *Server) Run(ctx context.Context) error {
 	} else {
 		s.log.Info("listener off", "protocol", "http")
 	}
-	for _, l := range []struct{ name, addr string }{{"mqtt", s.cfg.MQTT}, {"stomp", s.cfg.STOMP}, {"amqp", s.cfg.AMQP}} {
+	if err := s.mqtt.Start(); err != nil {
+		return err
+	}
+	for _, addr := range s.mqttAddrs {
+		s.log.Info("listener up", "protocol", "mqtt", "addr", addr)
+	}
+	for _, l := range []struct{ name, addr string }{{"stomp", s.cfg.STOMP}, {"amqp", s.cfg.AMQP}} {
 		if config.Enabled(l.addr) {
 			s.log.Warn("listener not started: this protocol adapter is not part of this build yet", "protocol", l.name, "addr", l.addr)
 		}
@@ -198,6 +263,9 @@ func (s *Server) Run(ctx context.Context) error {
 	// hint, and their connections are waited for like the others.
 	s.events.Drain()
 	s.realtime.Drain()
+	if err := s.mqtt.Close(sctx); err != nil {
+		s.log.Warn("mqtt clients did not disconnect in time", "err", err)
+	}
 	if err := s.http.Shutdown(sctx); err != nil {
 		s.log.Warn("http connections did not drain in time", "err", err)
 	}
