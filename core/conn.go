@@ -274,7 +274,8 @@ func (a *Attachment) Detach() {
 }
 
 // Detached reports whether the attachment was detached or lost as a slow
-// consumer.
+// consumer. It is also true while Attach is still queuing the attachment's
+// catch-up, so it cannot tell whether an event from Next is stale.
 func (a *Attachment) Detached() bool {
 	a.conn.q.mu.Lock()
 	defer a.conn.q.mu.Unlock()

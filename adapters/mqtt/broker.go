@@ -102,6 +102,9 @@ type Broker struct {
 	conns    map[*mochi.Client]*connection
 	pending  map[*mochi.Client]*pendingConnect
 	groups   map[string]*sharedGroup
+	// wild holds the connections with a wildcard subscription: the ones a
+	// newly opened channel may concern.
+	wild     map[*connection]struct{}
 	restored map[string]sessionRecord // for mochi's session restore at start
 	closed   bool
 
@@ -125,6 +128,7 @@ func New(engine *core.Engine, opts Options) (*Broker, error) {
 		conns:    map[*mochi.Client]*connection{},
 		pending:  map[*mochi.Client]*pendingConnect{},
 		groups:   map[string]*sharedGroup{},
+		wild:     map[*connection]struct{}{},
 		events:   make(chan core.ChannelEvent, 1<<16),
 	}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
@@ -287,8 +291,8 @@ func (b *Broker) channelEvents() {
 
 func (b *Broker) channelOpened(ev core.ChannelEvent) {
 	b.mu.Lock()
-	conns := make([]*connection, 0, len(b.conns))
-	for _, c := range b.conns {
+	conns := make([]*connection, 0, len(b.wild))
+	for c := range b.wild {
 		conns = append(conns, c)
 	}
 	groups := make([]*sharedGroup, 0, len(b.groups))
@@ -318,6 +322,26 @@ func (b *Broker) channelOpened(ev core.ChannelEvent) {
 		}
 	}
 }
+
+// indexWildcards records a connection whose session has a wildcard
+// subscription. Called with b.mu held.
+func (b *Broker) indexWildcards(c *connection) {
+	c.s.mu.Lock()
+	wild := false
+	for _, sub := range c.s.subs {
+		if sub.filter.Wildcard() {
+			wild = true
+			break
+		}
+	}
+	c.s.mu.Unlock()
+	if wild {
+		b.wild[c] = struct{}{}
+	}
+}
+
+// unindexWildcards forgets a connection. Called with b.mu held.
+func (b *Broker) unindexWildcards(c *connection) { delete(b.wild, c) }
 
 // attachable reports whether a channel name is a real channel rather than
 // a topic the broker serves itself.

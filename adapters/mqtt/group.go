@@ -121,7 +121,9 @@ func (b *Broker) leaveGroups(s *session, c *connection) {
 }
 
 func (g *sharedGroup) stop() {
+	g.mu.Lock()
 	g.cancel()
+	g.mu.Unlock()
 	g.conn.Close()
 	<-g.done
 	g.workers.Wait()
@@ -134,8 +136,8 @@ func (g *sharedGroup) goAttach(channelName string, opts core.AttachOptions) {
 		return
 	}
 	g.atts[channelName] = nil
-	g.mu.Unlock()
 	g.workers.Add(1)
+	g.mu.Unlock()
 	go func() {
 		defer g.workers.Done()
 		a, err := g.conn.Attach(g.ctx, channelName, opts)

@@ -3,6 +3,8 @@ package mqtt
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"os"
 	"net"
 	"net/http/httptest"
 	"strings"
@@ -84,6 +86,9 @@ func newFixture(t testing.TB, fo fixtureOptions) *fixture {
 	bo := fo.broker
 	bo.Store = f.st
 	bo.Registerer = prometheus.NewRegistry()
+	if os.Getenv("MQTT_TEST_DEBUG") != "" {
+		bo.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	if f.b, err = New(f.e, bo); err != nil {
 		t.Fatal(err)
 	}

@@ -18,12 +18,11 @@ import (
 	"github.com/switchboardhq/switchboard/core/auth"
 )
 
-// pendingConnect is what the CONNECT established before the session
-// exists: the identity, the engine connection and the will.
+// pendingConnect is what authentication established before the session
+// exists: the identity and the engine connection.
 type pendingConnect struct {
 	identity *auth.Identity
 	conn     *core.Conn
-	will     *packets.Packet // the CONNECT carrying the will, nil without one
 }
 
 // noop replaces inbound packets the adapter handled itself: mochi treats a
@@ -56,21 +55,9 @@ func (h *hook) conn(cl *mochi.Client) *connection {
 
 // OnPacketRead takes over the packets that carry messages into the server:
 // PUBLISH (and PUBREL of QoS 2) are handled here against the engine and
-// reach mochi as a no-op; the will is taken out of CONNECT and kept by the
-// adapter.
+// reach mochi as a no-op.
 func (h *hook) OnPacketRead(cl *mochi.Client, pk packets.Packet) (packets.Packet, error) {
 	switch pk.FixedHeader.Type {
-	case packets.Connect:
-		if pk.Connect.WillFlag {
-			will := pk
-			h.b.mu.Lock()
-			h.b.pending[cl] = &pendingConnect{will: &will}
-			h.b.mu.Unlock()
-			pk.Connect.WillFlag, pk.Connect.WillRetain, pk.Connect.WillQos = false, false, 0
-			pk.Connect.WillTopic, pk.Connect.WillPayload = "", nil
-			pk.Connect.WillProperties = packets.Properties{}
-		}
-		return pk, nil
 	case packets.Publish:
 		c := h.conn(cl)
 		if c == nil {
@@ -115,11 +102,8 @@ func (h *hook) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet) bool {
 		b.metrics.refused.WithLabelValues("client-id").Inc()
 		return false
 	}
-	b.mu.Lock()
-	p := b.pending[cl]
-	b.mu.Unlock()
-	if p != nil && p.will != nil {
-		topic := p.will.Connect.WillTopic
+	if pk.Connect.WillFlag {
+		topic := pk.Connect.WillTopic
 		if validateTopicName(topic) != nil || id.Check(topic, auth.OpPublish) != nil {
 			b.metrics.refused.WithLabelValues("will").Inc()
 			return false
@@ -131,11 +115,7 @@ func (h *hook) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet) bool {
 		return false
 	}
 	b.mu.Lock()
-	if p == nil {
-		p = &pendingConnect{}
-		b.pending[cl] = p
-	}
-	p.identity, p.conn = id, cc
+	b.pending[cl] = &pendingConnect{identity: id, conn: cc}
 	b.mu.Unlock()
 	return true
 }
@@ -183,10 +163,21 @@ func (h *hook) OnSessionEstablish(cl *mochi.Client, pk packets.Packet) {
 		if old != nil {
 			b.mu.Lock()
 			delete(b.conns, old.cl)
+			b.unindexWildcards(old)
 			b.mu.Unlock()
+			// A write blocked on a client that stopped reading must not
+			// hold the takeover up.
+			if nc := old.cl.Net.Conn; nc != nil {
+				_ = nc.SetWriteDeadline(time.Now().Add(time.Second))
+			}
 			old.stop()
 			b.leaveGroups(s, old)
 			b.metrics.takeovers.Inc()
+			if old.willPacket != nil {
+				// The old connection's will is due now; a delayed one is
+				// cancelled below because the session continues.
+				s.scheduleWill(old, old.willPacket.Connect.WillProperties.WillDelayInterval)
+			}
 		}
 		s.cancelWill()
 		if pk.Connect.Clean {
@@ -201,8 +192,12 @@ func (h *hook) OnSessionEstablish(cl *mochi.Client, pk packets.Packet) {
 		b.mu.Unlock()
 	}
 	c := newConnection(s, cl, p.identity, p.conn)
-	if p.will != nil {
-		c.willPacket = p.will
+	if pk.Connect.WillFlag {
+		// The adapter publishes the will itself (through the engine, with
+		// its delay); mochi must not.
+		will := pk
+		c.willPacket = &will
+		cl.Properties.Will = mochi.Will{}
 	}
 	s.mu.Lock()
 	s.version = cl.Properties.ProtocolVersion
@@ -235,6 +230,7 @@ func (h *hook) OnSessionEstablish(cl *mochi.Client, pk packets.Packet) {
 	}
 	b.mu.Lock()
 	b.conns[cl] = c
+	b.indexWildcards(c)
 	b.mu.Unlock()
 	b.metrics.connections.Inc()
 	b.metrics.sessions.Set(float64(b.sessionCount()))
@@ -330,6 +326,9 @@ func (h *hook) OnDisconnect(cl *mochi.Client, err error, expire bool) {
 	b.mu.Lock()
 	c := b.conns[cl]
 	delete(b.conns, cl)
+	if c != nil {
+		b.unindexWildcards(c)
+	}
 	if p := b.pending[cl]; p != nil {
 		delete(b.pending, cl)
 		if p.conn != nil {
@@ -484,6 +483,9 @@ func (h *hook) OnSubscribed(cl *mochi.Client, pk packets.Packet, codes []byte) {
 			opts.Rewind = &r
 		}
 		if f.Wildcard() {
+			b.mu.Lock()
+			b.indexWildcards(c)
+			b.mu.Unlock()
 			for _, ch := range b.matchingChannels(f.Filter, false) {
 				if c.identity.Can(ch, auth.OpSubscribe) {
 					c.attach(ch, opts)

@@ -247,6 +247,10 @@ type connection struct {
 	ctrl   []control
 
 	atts       map[string]*core.Attachment // under s.mu; nil value: attaching
+	stopped    bool                        // under s.mu: no more attach workers
+	// detached are attachments ended by an unsubscribe whose queued events
+	// the pump must skip; under s.mu, cleared when the queue runs empty.
+	detached map[*core.Attachment]struct{}
 	receiveMax int
 
 	// connackNotice is the continuity user property for the CONNACK.
@@ -297,6 +301,9 @@ func (c *connection) enqueue(ctl control) {
 // stop ends the pump and the attachment workers and closes the engine
 // connection. It is idempotent.
 func (c *connection) stop() {
+	c.s.mu.Lock()
+	c.stopped = true
+	c.s.mu.Unlock()
 	c.cancel()
 	c.conn.Close()
 	<-c.pumpDone
@@ -331,6 +338,9 @@ func (c *connection) pump() {
 			}
 			evs = c.conn.Take(evs[:0], 64)
 			if len(evs) == 0 && len(ctl) == 0 {
+				c.s.mu.Lock()
+				clear(c.detached)
+				c.s.mu.Unlock()
 				break
 			}
 			for i := range evs {
@@ -343,10 +353,20 @@ func (c *connection) pump() {
 	}
 }
 
+// isDetached reports whether an event belongs to an attachment ended by an
+// unsubscribe. (Attachment.Detached cannot tell: it is also true while an
+// attachment's catch-up is still being queued.)
+func (c *connection) isDetached(a *core.Attachment) bool {
+	c.s.mu.Lock()
+	defer c.s.mu.Unlock()
+	_, ok := c.detached[a]
+	return ok
+}
+
 func (c *connection) handle(ev *core.Event) bool {
 	switch ev.Kind {
 	case core.EventMessage:
-		if ev.Attachment != nil && ev.Attachment.Detached() {
+		if c.isDetached(ev.Attachment) {
 			return true
 		}
 		return c.deliver(ev.Message, nil, deliverChannel)
@@ -503,13 +523,13 @@ func (c *connection) deliver(m *core.Message, d *delivery, kind deliveryKind) bo
 // for room in the delivery queue, which only the pump frees.
 func (c *connection) goAttach(channelName string, opts core.AttachOptions) {
 	c.s.mu.Lock()
-	if _, ok := c.atts[channelName]; ok {
+	if _, ok := c.atts[channelName]; ok || c.stopped {
 		c.s.mu.Unlock()
 		return
 	}
 	c.atts[channelName] = nil
-	c.s.mu.Unlock()
 	c.workers.Add(1)
+	c.s.mu.Unlock()
 	go func() {
 		defer c.workers.Done()
 		c.attachReserved(channelName, opts)
@@ -575,6 +595,10 @@ func (c *connection) detachUnmatchedLocked() []*core.Attachment {
 		delete(s.pos, ch)
 		s.dirty = true
 		if a != nil {
+			if c.detached == nil {
+				c.detached = map[*core.Attachment]struct{}{}
+			}
+			c.detached[a] = struct{}{}
 			out = append(out, a)
 		}
 	}
