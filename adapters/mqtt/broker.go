@@ -311,9 +311,15 @@ func (b *Broker) channelOpened(ev core.ChannelEvent) {
 				break
 			}
 		}
+		o := opts
+		if cp := s.pos[ev.Channel]; cp != nil && cp.sent != "" {
+			// The session knows where it is (a resume in progress opened
+			// the channel): that position wins over the opening one.
+			o.From = cp.sent
+		}
 		s.mu.Unlock()
 		if want && attachable(ev.Channel) {
-			c.goAttach(ev.Channel, opts)
+			c.goAttach(ev.Channel, o)
 		}
 	}
 	for _, g := range groups {

@@ -236,8 +236,15 @@ func (h *hook) OnSessionEstablish(cl *mochi.Client, pk packets.Packet) {
 	b.metrics.sessions.Set(float64(b.sessionCount()))
 }
 
-// OnPacketEncode adds the continuity notice to an MQTT 5 CONNACK.
+// OnPacketEncode adds the continuity notice to an MQTT 5 CONNACK, and keeps
+// the user properties of PUBLISH packets for clients that asked for no
+// problem information: that request only concerns packets other than
+// PUBLISH, CONNACK and DISCONNECT [MQTT-3.1.2-29], mochi applies it to all.
 func (h *hook) OnPacketEncode(cl *mochi.Client, pk packets.Packet) packets.Packet {
+	if pk.FixedHeader.Type == packets.Publish {
+		pk.Mods.DisallowProblemInfo = false
+		return pk
+	}
 	if pk.FixedHeader.Type != packets.Connack || cl.Properties.ProtocolVersion < 5 || pk.ReasonCode != 0 {
 		return pk
 	}
@@ -621,9 +628,7 @@ func (c *connection) inboundPublish(pk packets.Packet) (packets.Packet, error) {
 	if pk.FixedHeader.Retain && !res[0].Duplicate {
 		var kept *core.Message
 		if len(pk.Payload) > 0 {
-			kept = m
-			kept.Channel, kept.ID, kept.Position, kept.Timestamp = pk.TopicName, res[0].ID, res[0].Serial, res[0].Timestamp
-			kept.ClientID = cl.ID
+			kept = m // accepted: the engine filled in channel, serial and time
 		}
 		if err := b.retained.set(pk.TopicName, kept); err != nil {
 			b.log.Warn("mqtt: storing a retained message", "channel", pk.TopicName, "err", err)
@@ -763,8 +768,7 @@ func (b *Broker) publishWill(id *auth.Identity, clientID string, connect *packet
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	res, err := b.engine.Publish(ctx, id, "", clientID, pk.TopicName, []*core.Message{m})
-	if err != nil {
+	if _, err := b.engine.Publish(ctx, id, "", clientID, pk.TopicName, []*core.Message{m}); err != nil {
 		b.log.Warn("mqtt: will not published", "client", clientID, "channel", pk.TopicName, "err", err)
 		return
 	}
@@ -773,7 +777,6 @@ func (b *Broker) publishWill(id *auth.Identity, clientID string, connect *packet
 		var kept *core.Message
 		if len(pk.Payload) > 0 {
 			kept = m
-			kept.Channel, kept.ID, kept.Position, kept.Timestamp, kept.ClientID = pk.TopicName, res[0].ID, res[0].Serial, res[0].Timestamp, clientID
 		}
 		if err := b.retained.set(pk.TopicName, kept); err != nil {
 			b.log.Warn("mqtt: storing a retained will", "channel", pk.TopicName, "err", err)

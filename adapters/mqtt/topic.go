@@ -130,12 +130,13 @@ func matchTopic(filter, topic string) bool {
 	}
 }
 
-// literalPrefix is the part of a filter before its first wildcard level:
-// every channel the filter matches starts with it.
+// literalPrefix is the part of a filter before its first wildcard level,
+// without the separator ("a/#" also matches "a"): every channel the filter
+// matches starts with it.
 func literalPrefix(filter string) string {
 	i := strings.IndexAny(filter, "+#")
 	if i < 0 {
 		return filter
 	}
-	return filter[:i]
+	return strings.TrimSuffix(filter[:i], "/")
 }
