@@ -249,6 +249,7 @@ func (h *hook) OnPacketEncode(cl *mochi.Client, pk packets.Packet) packets.Packe
 		return pk
 	}
 	if c := h.conn(cl); c != nil && c.connackNotice != "" {
+		pk.Mods.DisallowProblemInfo = false // allowed on CONNACK [MQTT-3.1.2-29]
 		pk.Properties.User = append(pk.Properties.User, packets.UserProperty{Key: "switchboard-continuity", Val: c.connackNotice})
 	}
 	return pk
