@@ -40,7 +40,7 @@ func (h *hook) ID() string { return "switchboard" }
 
 func (h *hook) Provides(b byte) bool {
 	return bytes.Contains([]byte{
-		mochi.OnConnectAuthenticate, mochi.OnACLCheck, mochi.OnSessionEstablish, mochi.OnSessionEstablished,
+		mochi.OnConnect, mochi.OnConnectAuthenticate, mochi.OnACLCheck, mochi.OnSessionEstablish, mochi.OnSessionEstablished,
 		mochi.OnDisconnect, mochi.OnPacketRead, mochi.OnPacketEncode, mochi.OnSubscribe, mochi.OnSubscribed,
 		mochi.OnUnsubscribed, mochi.OnQosComplete, mochi.OnQosDropped, mochi.OnClientExpired,
 		mochi.StoredClients, mochi.StoredSubscriptions,
@@ -79,6 +79,17 @@ func (h *hook) OnPacketRead(cl *mochi.Client, pk packets.Packet) (packets.Packet
 		return noop, nil
 	}
 	return pk, nil
+}
+
+// OnConnect refuses MQTT 5 enhanced authentication, which the broker does
+// not offer: CONNACK 0x8C [MQTT-4.12.0-1].
+func (h *hook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
+	if pk.Properties.AuthenticationMethod != "" {
+		h.b.metrics.refused.WithLabelValues("auth").Inc()
+		_ = h.b.srv.SendConnack(cl, packets.ErrBadAuthenticationMethod, false, nil)
+		return packets.ErrBadAuthenticationMethod
+	}
+	return nil
 }
 
 // OnConnectAuthenticate authenticates the username/password (a key

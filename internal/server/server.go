@@ -232,7 +232,7 @@ func (s *Server) Run(ctx context.Context) error {
 				errc <- fmt.Errorf("http server: %w", err)
 			}
 		}()
-		s.log.Info("listener up", "protocol", "http", "addr", s.HTTPAddr(), "serves", "REST /v1, realtime /v1/realtime, SSE /v1/sse, /healthz, /readyz, /metrics")
+		s.log.Info("listener up", "protocol", "http", "addr", s.HTTPAddr(), "serves", "REST /v1, realtime /v1/realtime, SSE /v1/sse, MQTT over WebSocket /v1/mqtt, /healthz, /readyz, /metrics")
 	} else {
 		s.log.Info("listener off", "protocol", "http")
 	}
