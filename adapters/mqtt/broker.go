@@ -26,6 +26,7 @@ import (
 	"github.com/coder/websocket"
 	mochi "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/switchboardhq/switchboard/core"
@@ -163,7 +164,7 @@ func New(engine *core.Engine, opts Options) (*Broker, error) {
 	if err := b.srv.AddHook(&hook{b: b}, nil); err != nil {
 		return nil, fmt.Errorf("mqtt: adding the adapter hook: %w", err)
 	}
-	b.ws = newHandoffListener("ws", "/v1/mqtt")
+	b.ws = newHandoffListener("ws", "/v1/mqtt", b.disconnectListener)
 	if err := b.srv.AddListener(b.ws); err != nil {
 		return nil, fmt.Errorf("mqtt: %w", err)
 	}
@@ -198,7 +199,7 @@ func (b *Broker) Listen(id, addr string, tlsConfig *tls.Config) (net.Addr, error
 	if tlsConfig != nil {
 		ln = tls.NewListener(ln, tlsConfig)
 	}
-	if err := b.srv.AddListener(&netListener{id: id, ln: ln}); err != nil {
+	if err := b.srv.AddListener(&netListener{id: id, ln: ln, disconnect: b.disconnectListener}); err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("mqtt listener %s: %w", id, err)
 	}
@@ -488,12 +489,35 @@ func (b *Broker) sessionCount() int {
 	return len(b.sessions)
 }
 
+// disconnectListener tells every client connected through a listener that
+// the server is shutting down and closes its connection. (mochi's own
+// version can deadlock against clients disconnecting at the same time: it
+// takes its client map's read lock twice.)
+func (b *Broker) disconnectListener(id string) {
+	b.mu.Lock()
+	var cls []*mochi.Client
+	for cl := range b.conns {
+		if cl.Net.Listener == id {
+			cls = append(cls, cl)
+		}
+	}
+	for cl := range b.pending {
+		if cl.Net.Listener == id {
+			cls = append(cls, cl)
+		}
+	}
+	b.mu.Unlock()
+	for _, cl := range cls {
+		_ = b.srv.DisconnectClient(cl, packets.ErrServerShuttingDown)
+	}
+}
+
 // netListener serves a listener the broker opened itself (so that the
 // bound address is known before serving).
 type netListener struct {
-	id string
-	ln net.Listener
-	wg sync.WaitGroup
+	id         string
+	ln         net.Listener
+	disconnect func(listener string)
 }
 
 func (l *netListener) Init(*slog.Logger) error { return nil }
@@ -507,30 +531,27 @@ func (l *netListener) Serve(establish listeners.EstablishFn) {
 		if err != nil {
 			return
 		}
-		l.wg.Add(1)
-		go func() {
-			defer l.wg.Done()
-			_ = establish(l.id, conn)
-		}()
+		go func() { _ = establish(l.id, conn) }()
 	}
 }
 
-func (l *netListener) Close(closeClients listeners.CloseFn) {
+func (l *netListener) Close(listeners.CloseFn) {
 	_ = l.ln.Close()
-	closeClients(l.id)
+	l.disconnect(l.id)
 }
 
 // handoffListener stands for connections handed over by the HTTP server
 // (MQTT over WebSocket): it accepts nothing itself but lets the broker
 // close those clients on shutdown like any listener's.
 type handoffListener struct {
-	id, path string
-	done     chan struct{}
-	once     sync.Once
+	id, path   string
+	done       chan struct{}
+	once       sync.Once
+	disconnect func(listener string)
 }
 
-func newHandoffListener(id, path string) *handoffListener {
-	return &handoffListener{id: id, path: path, done: make(chan struct{})}
+func newHandoffListener(id, path string, disconnect func(string)) *handoffListener {
+	return &handoffListener{id: id, path: path, done: make(chan struct{}), disconnect: disconnect}
 }
 
 func (l *handoffListener) Init(*slog.Logger) error { return nil }
@@ -541,7 +562,7 @@ func (l *handoffListener) Serve(listeners.EstablishFn) {
 	<-l.done
 }
 
-func (l *handoffListener) Close(closeClients listeners.CloseFn) {
+func (l *handoffListener) Close(listeners.CloseFn) {
 	l.once.Do(func() { close(l.done) })
-	closeClients(l.id)
+	l.disconnect(l.id)
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime/pprof"
 	"net"
 	"net/http/httptest"
 	"strings"
@@ -118,6 +119,9 @@ func (f *fixture) close() {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := f.b.Close(ctx); err != nil {
+		if os.Getenv("MQTT_TEST_DEBUG") != "" {
+			_ = pprof.Lookup("goroutine").WriteTo(os.Stderr, 1)
+		}
 		f.t.Errorf("broker close: %v", err)
 	}
 	f.ws.Close()
