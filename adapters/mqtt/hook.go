@@ -592,6 +592,10 @@ func (c *connection) inboundPublish(pk packets.Packet) (packets.Packet, error) {
 	if code := pk.PublishValidate(b.srv.Options.Capabilities.TopicAliasMaximum); code != packets.CodeSuccess {
 		return c.protocolError(code)
 	}
+	if strings.ContainsAny(pk.Properties.ResponseTopic, "+#") {
+		// A response topic is a topic name [MQTT-3.3.2-14].
+		return c.protocolError(packets.Code{Code: packets.ErrProtocolViolation.Code, Reason: "response topic contains a wildcard"})
+	}
 	if pk.Properties.TopicAliasFlag && pk.Properties.TopicAlias > 0 {
 		pk.TopicName = cl.State.TopicAliases.Inbound.Set(pk.Properties.TopicAlias, pk.TopicName)
 		if pk.TopicName == "" {

@@ -246,11 +246,11 @@ type connection struct {
 	ctrlMu sync.Mutex
 	ctrl   []control
 
-	atts       map[string]*core.Attachment // under s.mu; nil value: attaching
-	stopped    bool                        // under s.mu: no more attach workers
+	atts    map[string]*core.Attachment // under s.mu; nil value: attaching
+	stopped bool                        // under s.mu: no more attach workers
 	// detached are attachments ended by an unsubscribe whose queued events
 	// the pump must skip; under s.mu, cleared when the queue runs empty.
-	detached map[*core.Attachment]struct{}
+	detached   map[*core.Attachment]struct{}
 	receiveMax int
 
 	// connackNotice is the continuity user property for the CONNACK.
