@@ -32,6 +32,7 @@ func TestContinuityWhenTheGapExceedsRetention(t *testing.T) {
 	pub := f.v5(t, "pub", v5opts{clean: true})
 	pub.publish(t, &paho.Publish{Topic: "short:t", QoS: 1, Payload: []byte("seen")})
 	c.wait(t, 1)
+	f.waitAcked(t, "dev")
 	_ = c.c.Disconnect(&paho.Disconnect{})
 
 	pub.publish(t, &paho.Publish{Topic: "short:t", QoS: 1, Payload: []byte("missed")})

@@ -217,6 +217,32 @@ func (f *fixture) history(t testing.TB, ch string) []string {
 	return out
 }
 
+// waitAcked waits until the broker saw the acknowledgement of every QoS 1/2
+// message it sent to the session (so that a disconnect right after does
+// not leave a message in flight).
+func (f *fixture) waitAcked(t testing.TB, clientID string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		f.b.mu.Lock()
+		s := f.b.sessions[clientID]
+		f.b.mu.Unlock()
+		n := 0
+		if s != nil {
+			s.mu.Lock()
+			n = len(s.outstanding)
+			s.mu.Unlock()
+		}
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %d deliveries still unacknowledged", clientID, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func seq(prefix string, n int) []string {
 	out := make([]string, n)
 	for i := range out {

@@ -261,6 +261,7 @@ func TestV5SessionResumesFromTheLogAcrossRestart(t *testing.T) {
 	pub := f.v5(t, "pub", v5opts{clean: true})
 	pub.publish(t, &paho.Publish{Topic: "fleet/a", QoS: 1, Payload: []byte("online-0")})
 	c.wait(t, 1)
+	f.waitAcked(t, "device")
 	if err := c.c.Disconnect(&paho.Disconnect{}); err != nil {
 		t.Fatal(err)
 	}
