@@ -37,6 +37,11 @@ type ConnectOptions struct {
 	// Buffer bounds the connection's delivery queue (events); 0 uses the
 	// engine default.
 	Buffer int
+	// OnEvents, if set, is called whenever events may have become
+	// available (as Ready is signalled), so that an adapter can start a
+	// consumer on demand instead of keeping one waiting per connection. It
+	// must not block or call back into the Conn.
+	OnEvents func()
 }
 
 // Conn is one client connection as the engine sees it: who it is, what it
@@ -91,6 +96,7 @@ func (e *Engine) Connect(identity *auth.Identity, opts ConnectOptions) (*Conn, e
 		buf = e.opts.SubscriberBuffer
 	}
 	c.q.init(buf)
+	c.q.onEvents = opts.OnEvents
 	e.connMu.Lock()
 	defer e.connMu.Unlock()
 	if opts.ConnectionID != "" {

@@ -66,6 +66,8 @@ type eventQueue struct {
 	lost   []*Attachment
 	closed bool
 	notify chan struct{} // signalled when events are available
+	// onEvents, if set, is called (outside the lock) whenever notify is.
+	onEvents func()
 	space  chan struct{} // signalled when events were taken
 	done   chan struct{} // closed by close, wakes every waiter
 }
@@ -75,6 +77,14 @@ func (q *eventQueue) init(limit int) {
 	q.notify = make(chan struct{}, 1)
 	q.space = make(chan struct{}, 1)
 	q.done = make(chan struct{})
+}
+
+// wake tells the consumer that events may be available.
+func (q *eventQueue) wake() {
+	signal(q.notify)
+	if q.onEvents != nil {
+		q.onEvents()
+	}
 }
 
 func signal(c chan struct{}) {
@@ -109,7 +119,7 @@ func (q *eventQueue) pushMessages(a *Attachment, msgs []*Message) (int, bool) {
 	if q.n+len(msgs) > q.limit {
 		q.loseLocked(a)
 		q.mu.Unlock()
-		signal(q.notify)
+		q.wake()
 		return 0, false
 	}
 	for _, m := range msgs {
@@ -117,7 +127,7 @@ func (q *eventQueue) pushMessages(a *Attachment, msgs []*Message) (int, bool) {
 	}
 	a.last = msgs[len(msgs)-1].Position
 	q.mu.Unlock()
-	signal(q.notify)
+	q.wake()
 	return len(msgs), true
 }
 
@@ -131,12 +141,12 @@ func (q *eventQueue) pushPresence(a *Attachment, p *PresenceMessage) bool {
 	if q.n >= q.limit {
 		q.loseLocked(a)
 		q.mu.Unlock()
-		signal(q.notify)
+		q.wake()
 		return false
 	}
 	q.appendLocked(Event{Kind: EventPresence, Attachment: a, Presence: p})
 	q.mu.Unlock()
-	signal(q.notify)
+	q.wake()
 	return true
 }
 
@@ -161,7 +171,7 @@ func (q *eventQueue) tryPushReplay(a *Attachment, msgs []*Message) bool {
 	}
 	a.last = msgs[len(msgs)-1].Position
 	q.mu.Unlock()
-	signal(q.notify)
+	q.wake()
 	return true
 }
 
@@ -179,7 +189,7 @@ func (q *eventQueue) pushWait(ctx context.Context, ev Event) error {
 				ev.Attachment.last = ev.Message.Position
 			}
 			q.mu.Unlock()
-			signal(q.notify)
+			q.wake()
 			return nil
 		}
 		q.mu.Unlock()
@@ -258,6 +268,6 @@ func (q *eventQueue) close() {
 	q.closed = true
 	q.buf, q.n, q.lost = nil, 0, nil
 	q.mu.Unlock()
-	signal(q.notify)
+	q.wake()
 	signal(q.space)
 }

@@ -23,6 +23,7 @@ import (
 type pendingConnect struct {
 	identity *auth.Identity
 	conn     *core.Conn
+	kick     *kicker
 }
 
 // noop replaces inbound packets the adapter handled itself: mochi treats a
@@ -120,13 +121,14 @@ func (h *hook) OnConnectAuthenticate(cl *mochi.Client, pk packets.Packet) bool {
 			return false
 		}
 	}
-	cc, err := b.engine.Connect(id, core.ConnectOptions{ClientID: cl.ID, Buffer: b.opts.Buffer})
+	k := &kicker{}
+	cc, err := b.engine.Connect(id, core.ConnectOptions{ClientID: cl.ID, Buffer: b.opts.Buffer, OnEvents: k.fire})
 	if err != nil {
 		b.metrics.refused.WithLabelValues("engine").Inc()
 		return false
 	}
 	b.mu.Lock()
-	b.pending[cl] = &pendingConnect{identity: id, conn: cc}
+	b.pending[cl] = &pendingConnect{identity: id, conn: cc, kick: k}
 	b.mu.Unlock()
 	return true
 }
@@ -203,6 +205,7 @@ func (h *hook) OnSessionEstablish(cl *mochi.Client, pk packets.Packet) {
 		b.mu.Unlock()
 	}
 	c := newConnection(s, cl, p.identity, p.conn)
+	c.kicker = p.kick
 	if pk.Connect.WillFlag {
 		// The adapter publishes the will itself (through the engine, with
 		// its delay); mochi must not.
@@ -275,7 +278,9 @@ func (h *hook) OnSessionEstablished(cl *mochi.Client, _ packets.Packet) {
 	if c == nil {
 		return
 	}
-	go c.pump()
+	kick := c.kick
+	c.kicker.fn.Store(&kick)
+	c.kick()
 	s := c.s
 	now := time.Now()
 	type job struct {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mochi "github.com/mochi-mqtt/server/v2"
@@ -227,8 +228,18 @@ type control struct {
 	kind deliveryKind
 }
 
+// kicker forwards the engine's "events queued" callback to the connection,
+// which exists only after the engine connection was opened.
+type kicker struct{ fn atomic.Pointer[func()] }
+
+func (k *kicker) fire() {
+	if f := k.fn.Load(); f != nil {
+		(*f)()
+	}
+}
+
 // connection is one network connection of a session: its engine
-// connection, its attachments and the pump that writes channel messages
+// connection, its attachments and the drain that writes channel messages
 // to the client.
 type connection struct {
 	s        *session
@@ -237,11 +248,17 @@ type connection struct {
 	conn     *core.Conn
 	ctx      context.Context
 	cancel   context.CancelFunc
-	pumpDone chan struct{}
 	workers  sync.WaitGroup
 
-	wake  chan struct{} // the control queue has work
-	quota chan struct{} // an outbound QoS flow completed
+	// The drain runs on demand (see kick).
+	drainMu      sync.Mutex
+	draining     bool
+	again        bool
+	drainStopped bool
+	drains       sync.WaitGroup
+
+	quota  chan struct{} // an outbound QoS flow completed
+	kicker *kicker
 
 	ctrlMu sync.Mutex
 	ctrl   []control
@@ -249,7 +266,7 @@ type connection struct {
 	atts    map[string]*core.Attachment // under s.mu; nil value: attaching
 	stopped bool                        // under s.mu: no more attach workers
 	// detached are attachments ended by an unsubscribe whose queued events
-	// the pump must skip; under s.mu, cleared when the queue runs empty.
+	// the drain must skip; under s.mu, cleared when the queue runs empty.
 	detached   map[*core.Attachment]struct{}
 	receiveMax int
 
@@ -274,8 +291,6 @@ func newConnection(s *session, cl *mochi.Client, identity *auth.Identity, cc *co
 	return &connection{
 		s: s, cl: cl, identity: identity, conn: cc,
 		ctx: ctx, cancel: cancel,
-		pumpDone:   make(chan struct{}),
-		wake:       make(chan struct{}, 1),
 		quota:      make(chan struct{}, 1),
 		atts:       map[string]*core.Attachment{},
 		receiveMax: min(rm, s.b.opts.MaxInflight),
@@ -290,65 +305,101 @@ func signal(ch chan struct{}) {
 	}
 }
 
-// enqueue hands a control delivery to the pump.
+// enqueue hands a control delivery to the drain.
 func (c *connection) enqueue(ctl control) {
 	c.ctrlMu.Lock()
 	c.ctrl = append(c.ctrl, ctl)
 	c.ctrlMu.Unlock()
-	signal(c.wake)
+	c.kick()
 }
 
-// stop ends the pump and the attachment workers and closes the engine
+// stop ends delivery and the attachment workers and closes the engine
 // connection. It is idempotent.
 func (c *connection) stop() {
 	c.s.mu.Lock()
 	c.stopped = true
 	c.s.mu.Unlock()
+	c.drainMu.Lock()
+	c.drainStopped = true
+	c.drainMu.Unlock()
 	c.cancel()
 	c.conn.Close()
-	<-c.pumpDone
+	c.drains.Wait()
 	c.workers.Wait()
 	if c.expiry != nil {
 		c.expiry.Stop()
 	}
 }
 
-// pump writes channel messages and control deliveries to the client, in
-// order, holding QoS 1 and 2 deliveries within the client's receive
-// maximum. It is the only writer of PUBLISH packets for the connection.
-func (c *connection) pump() {
-	defer close(c.pumpDone)
+// kick makes sure a drain runs: called when the engine queued events and
+// when a control delivery is queued. An idle connection has no goroutine
+// of its own here.
+func (c *connection) kick() {
+	c.drainMu.Lock()
+	switch {
+	case c.drainStopped:
+	case c.draining:
+		c.again = true
+	default:
+		c.draining = true
+		c.drains.Add(1)
+		go c.drain()
+	}
+	c.drainMu.Unlock()
+}
+
+// drain writes queued channel messages and control deliveries to the
+// client until none are left, holding QoS 1 and 2 deliveries within the
+// client's receive maximum. At most one drain runs per connection: it is the
+// only writer of PUBLISH packets for the connection.
+func (c *connection) drain() {
+	defer c.drains.Done()
+	for {
+		ok := c.drainOnce()
+		c.drainMu.Lock()
+		if !ok {
+			c.drainStopped = true // the connection is ending
+		}
+		if ok && c.again && !c.drainStopped {
+			c.again = false
+			c.drainMu.Unlock()
+			continue
+		}
+		c.draining = false
+		c.drainMu.Unlock()
+		return
+	}
+}
+
+// drainOnce delivers until both queues are empty. It returns false when
+// the connection is ending.
+func (c *connection) drainOnce() bool {
 	var evs []core.Event
 	for {
-		select {
-		case <-c.ctx.Done():
-			return
-		case <-c.conn.Ready():
-		case <-c.wake:
+		if c.ctx.Err() != nil {
+			return false
 		}
-		for {
-			c.ctrlMu.Lock()
-			ctl := c.ctrl
-			c.ctrl = nil
-			c.ctrlMu.Unlock()
-			for _, x := range ctl {
-				if !c.deliver(x.msg, x.d, x.kind) {
-					return
-				}
+		c.ctrlMu.Lock()
+		ctl := c.ctrl
+		c.ctrl = nil
+		c.ctrlMu.Unlock()
+		for _, x := range ctl {
+			if !c.deliver(x.msg, x.d, x.kind) {
+				return false
 			}
-			evs = c.conn.Take(evs[:0], 64)
-			if len(evs) == 0 && len(ctl) == 0 {
-				c.s.mu.Lock()
-				clear(c.detached)
-				c.s.mu.Unlock()
-				break
+		}
+		evs = c.conn.Take(evs[:0], 64)
+		if len(evs) == 0 && len(ctl) == 0 {
+			c.s.mu.Lock()
+			clear(c.detached)
+			c.s.mu.Unlock()
+			return true
+		}
+		for i := range evs {
+			if !c.handle(&evs[i]) {
+				return false
 			}
-			for i := range evs {
-				if !c.handle(&evs[i]) {
-					return
-				}
-				evs[i] = core.Event{}
-			}
+			evs[i] = core.Event{}
 		}
 	}
 }
@@ -520,7 +571,7 @@ func (c *connection) deliver(m *core.Message, d *delivery, kind deliveryKind) bo
 }
 
 // goAttach attaches to a channel on a worker goroutine: the attach may wait
-// for room in the delivery queue, which only the pump frees.
+// for room in the delivery queue, which only the drain frees.
 func (c *connection) goAttach(channelName string, opts core.AttachOptions) {
 	c.s.mu.Lock()
 	if _, ok := c.atts[channelName]; ok || c.stopped {
