@@ -149,6 +149,8 @@ func New(engine *core.Engine, opts Options) (*Broker, error) {
 
 	caps := mochi.NewDefaultServerCapabilities()
 	caps.MaximumSessionExpiryInterval = uint32(min(opts.MaxSessionExpiry/time.Second, math.MaxUint32))
+	// wireConn enforces the exact limit; mochi's check (which does not count
+	// the fixed header) stays as a backstop.
 	caps.MaximumPacketSize = uint32(opts.MaxPacketSize)
 	caps.ReceiveMaximum = uint16(opts.ReceiveMaximum)
 	caps.MaximumInflight = uint16(opts.MaxInflight)
@@ -199,7 +201,7 @@ func (b *Broker) Listen(id, addr string, tlsConfig *tls.Config) (net.Addr, error
 	if tlsConfig != nil {
 		ln = tls.NewListener(ln, tlsConfig)
 	}
-	if err := b.srv.AddListener(&netListener{id: id, ln: ln, disconnect: b.disconnectListener}); err != nil {
+	if err := b.srv.AddListener(&netListener{id: id, ln: ln, disconnect: b.disconnectListener, maxPacket: b.opts.MaxPacketSize}); err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("mqtt listener %s: %w", id, err)
 	}
@@ -234,7 +236,7 @@ func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ws.SetReadLimit(int64(b.opts.MaxPacketSize) + 16)
-	nc := websocket.NetConn(b.ctx, ws, websocket.MessageBinary)
+	nc := newWireConn(websocket.NetConn(b.ctx, ws, websocket.MessageBinary), b.opts.MaxPacketSize)
 	if err := b.srv.EstablishConnection(b.ws.id, nc); err != nil {
 		b.log.Debug("mqtt websocket connection ended", "err", err)
 	}
@@ -518,6 +520,7 @@ type netListener struct {
 	id         string
 	ln         net.Listener
 	disconnect func(listener string)
+	maxPacket  int
 }
 
 func (l *netListener) Init(*slog.Logger) error { return nil }
@@ -531,7 +534,7 @@ func (l *netListener) Serve(establish listeners.EstablishFn) {
 		if err != nil {
 			return
 		}
-		go func() { _ = establish(l.id, conn) }()
+		go func() { _ = establish(l.id, newWireConn(conn, l.maxPacket)) }()
 	}
 }
 

@@ -65,6 +65,19 @@ func (h *hook) OnPacketRead(cl *mochi.Client, pk packets.Packet) (packets.Packet
 			return pk, packets.ErrProtocolViolation
 		}
 		return c.inboundPublish(pk)
+	case packets.Disconnect:
+		if w, ok := cl.Net.Conn.(*wireConn); ok {
+			w.disconnected()
+		}
+		return pk, nil
+	case packets.Connack, packets.Suback, packets.Unsuback, packets.Pingresp, packets.Auth:
+		// Only a server sends these; this broker offers no enhanced
+		// authentication, so AUTH is unexpected too.
+		c := h.conn(cl)
+		if c == nil {
+			return pk, packets.ErrProtocolViolation
+		}
+		return c.protocolError(packets.Code{Code: packets.ErrProtocolViolation.Code, Reason: "unexpected packet from a client"})
 	case packets.Pubrel:
 		c := h.conn(cl)
 		if c == nil {
@@ -85,6 +98,9 @@ func (h *hook) OnPacketRead(cl *mochi.Client, pk packets.Packet) (packets.Packet
 // OnConnect refuses MQTT 5 enhanced authentication, which the broker does
 // not offer: CONNACK 0x8C [MQTT-4.12.0-1].
 func (h *hook) OnConnect(cl *mochi.Client, pk packets.Packet) error {
+	if w, ok := cl.Net.Conn.(*wireConn); ok {
+		w.attach(cl)
+	}
 	if pk.Properties.AuthenticationMethod != "" {
 		h.b.metrics.refused.WithLabelValues("auth").Inc()
 		_ = h.b.srv.SendConnack(cl, packets.ErrBadAuthenticationMethod, false, nil)
@@ -255,13 +271,36 @@ func (h *hook) OnSessionEstablish(cl *mochi.Client, pk packets.Packet) {
 // problem information: that request only concerns packets other than
 // PUBLISH, CONNACK and DISCONNECT [MQTT-3.1.2-29], mochi applies it to all.
 func (h *hook) OnPacketEncode(cl *mochi.Client, pk packets.Packet) packets.Packet {
-	if pk.FixedHeader.Type == packets.Publish {
+	switch pk.FixedHeader.Type {
+	case packets.Publish:
 		pk.Mods.DisallowProblemInfo = false
 		return pk
-	}
-	if pk.FixedHeader.Type != packets.Connack || cl.Properties.ProtocolVersion < 5 || pk.ReasonCode != 0 {
+	case packets.Disconnect:
+		if w, ok := cl.Net.Conn.(*wireConn); ok {
+			w.disconnected()
+		}
+		return pk
+	case packets.Connack:
+	default:
 		return pk
 	}
+	if pk.ReasonCode != 0 {
+		if w, ok := cl.Net.Conn.(*wireConn); ok {
+			w.disconnected() // a refused CONNECT ends with its CONNACK
+		}
+		if cl.Properties.ProtocolVersion < 5 && pk.ReasonCode > 5 {
+			// MQTT 3.1.1 defines return codes 1 to 5; for anything else
+			// (a malformed CONNECT) the connection closes without a
+			// CONNACK [MQTT-3.1.2-3]. A packet over its size limit is not
+			// written.
+			pk.Mods.MaxSize = 1
+		}
+		return pk
+	}
+	if cl.Properties.ProtocolVersion < 5 {
+		return pk
+	}
+	pk.Properties.MaximumPacketSize = uint32(h.b.opts.MaxPacketSize) // [MQTT-3.2.2-15]
 	if c := h.conn(cl); c != nil && c.connackNotice != "" {
 		pk.Mods.DisallowProblemInfo = false // allowed on CONNACK [MQTT-3.1.2-29]
 		pk.Properties.User = append(pk.Properties.User, packets.UserProperty{Key: "switchboard-continuity", Val: c.connackNotice})

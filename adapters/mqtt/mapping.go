@@ -48,10 +48,11 @@ func messageFromPublish(pk *packets.Packet) (*core.Message, error) {
 	}
 	m.ContentType = p.ContentType
 	extras := map[string]string{}
+	named := false
 	for _, u := range p.User {
 		if u.Key == nameProperty {
-			if m.Name == "" {
-				m.Name = u.Val
+			if !named {
+				m.Name, named = u.Val, true
 			}
 			continue
 		}

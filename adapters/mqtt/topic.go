@@ -69,6 +69,9 @@ func parseSubscriptionFilter(raw string) (subscriptionFilter, error) {
 			return f, errorf("shared subscription %q cannot carry a qualifier", raw)
 		}
 		f.Rewind, f.HasRewind, rest = spec.Rewind, spec.HasRewind, spec.Name
+		if strings.HasPrefix(rest, "[") || strings.HasPrefix(rest, sharePrefix) {
+			return f, errorf("subscription %q: one qualifier, then the topic filter", raw)
+		}
 	}
 	if err := validateFilter(rest); err != nil {
 		return f, err
