@@ -423,7 +423,9 @@ func (b *Broker) checkpoints() {
 		case <-b.ctx.Done():
 			return
 		case <-t.C:
-			if err := b.checkpoint(false); err != nil {
+			// Synced: a checkpoint is what survives a kill -9 (an unsynced
+			// write can sit in the process until the next sync).
+			if err := b.checkpoint(true); err != nil {
 				b.log.Warn("mqtt: storing session positions", "err", err)
 			}
 		}

@@ -26,6 +26,10 @@ type pendingConnect struct {
 	kick     *kicker
 }
 
+// takeoverGrace is how long a takeover waits for the old connection to end
+// by itself before ending it.
+const takeoverGrace = 50 * time.Millisecond
+
 // noop replaces inbound packets the adapter handled itself: mochi treats a
 // PUBACK for packet id 0 (never in flight) as nothing to do.
 var noop = packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Puback}}
@@ -68,6 +72,11 @@ func (h *hook) OnPacketRead(cl *mochi.Client, pk packets.Packet) (packets.Packet
 	case packets.Disconnect:
 		if w, ok := cl.Net.Conn.(*wireConn); ok {
 			w.disconnected()
+		}
+		if pk.ReasonCode != packets.CodeDisconnectWillMessage.Code {
+			if c := h.conn(cl); c != nil {
+				c.takeWill() // a normal DISCONNECT discards the will [MQTT-3.1.2-10]
+			}
 		}
 		return pk, nil
 	case packets.Connack, packets.Suback, packets.Unsuback, packets.Pingresp, packets.Auth:
@@ -190,6 +199,13 @@ func (h *hook) OnSessionEstablish(cl *mochi.Client, pk packets.Packet) {
 		s.conn = nil
 		s.mu.Unlock()
 		if old != nil {
+			// A client that sent DISCONNECT and reconnected at once may
+			// have its DISCONNECT still unread on the old connection:
+			// give that connection a moment to end by itself, so that a
+			// will it discarded is not published [MQTT-3.1.2-10].
+			for wait := time.Now().Add(takeoverGrace); !old.cl.Closed() && time.Now().Before(wait); {
+				time.Sleep(time.Millisecond)
+			}
 			b.mu.Lock()
 			delete(b.conns, old.cl)
 			b.unindexWildcards(old)
@@ -202,10 +218,10 @@ func (h *hook) OnSessionEstablish(cl *mochi.Client, pk packets.Packet) {
 			old.stop()
 			b.leaveGroups(s, old)
 			b.metrics.takeovers.Inc()
-			if old.willPacket != nil {
+			if will := old.takeWill(); will != nil {
 				// The old connection's will is due now; a delayed one is
 				// cancelled below because the session continues.
-				s.scheduleWill(old, old.willPacket.Connect.WillProperties.WillDelayInterval)
+				s.scheduleWill(old.identity, will, will.Connect.WillProperties.WillDelayInterval)
 			}
 		}
 		s.cancelWill()
@@ -415,8 +431,8 @@ func (h *hook) OnDisconnect(cl *mochi.Client, err error, expire bool) {
 	}
 	expiry := s.expiry
 	s.mu.Unlock()
-	if err != nil && c.willPacket != nil {
-		s.scheduleWill(c, min(c.willPacket.Connect.WillProperties.WillDelayInterval, expiry))
+	if will := c.takeWill(); err != nil && will != nil {
+		s.scheduleWill(c.identity, will, min(will.Connect.WillProperties.WillDelayInterval, expiry))
 	}
 	if !current {
 		return
@@ -784,12 +800,21 @@ func continuityMessage(cont *core.Continuity, now time.Time) *core.Message {
 	}
 }
 
-// scheduleWill publishes the connection's will after delay seconds unless
-// the session resumes first [MQTT-3.1.3-9].
-func (s *session) scheduleWill(c *connection, delay uint32) {
+// takeWill returns the connection's will and forgets it, so that it is
+// published at most once.
+func (c *connection) takeWill() *packets.Packet {
+	c.s.mu.Lock()
+	defer c.s.mu.Unlock()
 	will := c.willPacket
+	c.willPacket = nil
+	return will
+}
+
+// scheduleWill publishes a will after delay seconds unless the session
+// resumes first [MQTT-3.1.3-9].
+func (s *session) scheduleWill(id *auth.Identity, will *packets.Packet, delay uint32) {
 	publish := func() {
-		s.b.publishWill(c.identity, s.id, will)
+		s.b.publishWill(id, s.id, will)
 	}
 	if delay == 0 {
 		publish()

@@ -29,6 +29,8 @@ type sessionRecord struct {
 	Subs           []subscriptionRecord `json:"subs,omitempty"`
 	Positions      map[string]string    `json:"pos,omitempty"`
 	DisconnectedAt int64                `json:"dis,omitempty"`
+	// SavedAt is when a connected session was written (ms).
+	SavedAt int64 `json:"at,omitempty"`
 }
 
 type subscriptionRecord struct {

@@ -121,8 +121,13 @@ func restoreSession(b *Broker, id string, rec sessionRecord) *session {
 		}
 		s.pos[ch] = cp
 	}
-	if rec.DisconnectedAt > 0 {
+	switch {
+	case rec.DisconnectedAt > 0:
 		s.disconnectedAt = time.UnixMilli(rec.DisconnectedAt)
+	case rec.SavedAt > 0:
+		// The server stopped while the client was connected: what it may
+		// have missed starts at the last write.
+		s.disconnectedAt = time.UnixMilli(rec.SavedAt)
 	}
 	return s
 }
@@ -141,7 +146,12 @@ func (s *session) recordLocked() *sessionRecord {
 			rec.Positions[ch] = cp.acked
 		}
 	}
-	if !s.disconnectedAt.IsZero() {
+	switch {
+	case s.conn != nil:
+		// Connected: should the server stop without a chance to record
+		// the disconnection, the session resumes from this write.
+		rec.SavedAt = time.Now().UnixMilli()
+	case !s.disconnectedAt.IsZero():
 		rec.DisconnectedAt = s.disconnectedAt.UnixMilli()
 	}
 	return rec
@@ -272,7 +282,7 @@ type connection struct {
 
 	// connackNotice is the continuity user property for the CONNACK.
 	connackNotice string
-	// willPacket is the CONNECT that carried the will, if any.
+	// willPacket is the CONNECT that carried the will, if any; under s.mu.
 	willPacket *packets.Packet
 	expiry     *time.Timer
 	// Read-goroutine state: inbound QoS 2 packet ids waiting for PUBREL,
