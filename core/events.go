@@ -68,8 +68,8 @@ type eventQueue struct {
 	notify chan struct{} // signalled when events are available
 	// onEvents, if set, is called (outside the lock) whenever notify is.
 	onEvents func()
-	space  chan struct{} // signalled when events were taken
-	done   chan struct{} // closed by close, wakes every waiter
+	space    chan struct{} // signalled when events were taken
+	done     chan struct{} // closed by close, wakes every waiter
 }
 
 func (q *eventQueue) init(limit int) {
