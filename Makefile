@@ -5,7 +5,7 @@ FUZZTIME  ?= 30s
 BENCHTIME ?= 1x
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: build test vet race bench run fuzz clean
+.PHONY: build test vet race bench bench-mqtt run fuzz clean
 
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/switchboard
@@ -24,6 +24,11 @@ bench:
 	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=$(BENCHTIME) -count=3 ./core/...
 	$(GO) test -run='^$$' -bench=IdleStream -benchtime=1x -count=3 ./adapters/sse/
 	$(GO) test -run='^$$' -bench=Fanout -benchtime=2000x -count=3 ./adapters/sse/
+
+# Switchboard's MQTT adapter and Mosquitto under the same load, side by
+# side (installs Debian's mosquitto package if missing); about 6 minutes.
+bench-mqtt:
+	./scripts/bench-mqtt.sh
 
 run:
 	$(GO) run ./cmd/switchboard serve --dev
