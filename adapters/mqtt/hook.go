@@ -695,29 +695,147 @@ func (c *connection) inboundPublish(pk packets.Packet) (packets.Packet, error) {
 		}
 		c.s.mu.Unlock()
 	}
-	res, err := c.conn.Publish(c.ctx, pk.TopicName, []*core.Message{m})
+	if qos == 2 {
+		c.inbound2[pk.PacketID] = struct{}{}
+	}
+	if pk.FixedHeader.Retain {
+		// Rare: published synchronously so that the retained message is
+		// updated in the order of the channel.
+		res, err := c.conn.Publish(c.ctx, pk.TopicName, []*core.Message{m})
+		c.published(pk, m, res, err)
+		return noop, nil
+	}
+	var ack *inboundAck
+	if qos > 0 {
+		if ack = c.queueAck(pk); ack == nil {
+			return c.protocolError(packets.ErrReceiveMaximum)
+		}
+	}
+	// Sequenced now, acknowledged when durable: a connection pipelines its
+	// publishes, and acknowledgements go out in order from the drain.
+	err = c.conn.PublishAsync(c.ctx, pk.TopicName, []*core.Message{m}, func(res []core.PublishResult, err error) {
+		if err != nil {
+			b.metrics.refused.WithLabelValues("engine").Inc()
+		} else {
+			b.metrics.published.WithLabelValues(strconv.Itoa(int(qos))).Inc()
+		}
+		if ack != nil {
+			c.completeAck(ack, err)
+		}
+	})
 	if err != nil {
 		b.metrics.refused.WithLabelValues("engine").Inc()
+		if ack != nil {
+			c.completeAck(ack, err)
+			return noop, nil
+		}
 		return c.refusePublish(pk, reasonFor(err))
 	}
-	b.metrics.published.WithLabelValues(strconv.Itoa(int(qos))).Inc()
-	if pk.FixedHeader.Retain && !res[0].Duplicate {
-		var kept *core.Message
-		if len(pk.Payload) > 0 {
-			kept = m // accepted: the engine filled in channel, serial and time
-		}
-		if err := b.retained.set(pk.TopicName, kept); err != nil {
-			b.log.Warn("mqtt: storing a retained message", "channel", pk.TopicName, "err", err)
-		}
-	}
-	switch qos {
-	case 1:
-		return noop, c.writeAck(pk, packets.CodeSuccess)
-	case 2:
-		c.inbound2[pk.PacketID] = struct{}{}
-		return noop, c.writeAck(pk, packets.CodeSuccess)
-	}
 	return noop, nil
+}
+
+// published finishes a synchronous publish: the retained message, then the
+// acknowledgement in its turn.
+func (c *connection) published(pk packets.Packet, m *core.Message, res []core.PublishResult, err error) {
+	b := c.s.b
+	if err != nil {
+		b.metrics.refused.WithLabelValues("engine").Inc()
+	} else {
+		b.metrics.published.WithLabelValues(strconv.Itoa(int(pk.FixedHeader.Qos))).Inc()
+		if !res[0].Duplicate {
+			var kept *core.Message
+			if len(pk.Payload) > 0 {
+				kept = m // accepted: the engine filled in channel, serial and time
+			}
+			if err := b.retained.set(pk.TopicName, kept); err != nil {
+				b.log.Warn("mqtt: storing a retained message", "channel", pk.TopicName, "err", err)
+			}
+		}
+	}
+	if pk.FixedHeader.Qos > 0 {
+		if ack := c.queueAck(pk); ack != nil {
+			c.completeAck(ack, err)
+		}
+	}
+}
+
+// inboundAck is the acknowledgement owed for a QoS 1 or 2 publish. They are
+// written in the order the publishes arrived [MQTT-4.6.0-2], by the drain.
+type inboundAck struct {
+	pk   packets.Packet // id, QoS and version only
+	code packets.Code
+	done bool
+}
+
+// queueAck reserves the acknowledgement of a publish; nil when the client
+// already has receiveMaximum publishes unacknowledged (MQTT 5: a protocol
+// error). MQTT 3.1.1 clients, which know no receive maximum, wait instead.
+func (c *connection) queueAck(pk packets.Packet) *inboundAck {
+	limit := c.s.b.opts.ReceiveMaximum
+	c.ackMu.Lock()
+	defer c.ackMu.Unlock()
+	for len(c.acks) >= limit {
+		if c.cl.Properties.ProtocolVersion >= 5 {
+			return nil
+		}
+		c.ackMu.Unlock()
+		select {
+		case <-c.ackSpace:
+		case <-c.ctx.Done():
+		}
+		c.ackMu.Lock()
+		if c.ctx.Err() != nil {
+			break
+		}
+	}
+	a := &inboundAck{pk: packets.Packet{FixedHeader: packets.FixedHeader{Qos: pk.FixedHeader.Qos}, PacketID: pk.PacketID}}
+	c.acks = append(c.acks, a)
+	return a
+}
+
+// completeAck records the outcome of a publish and has the drain write
+// what is due. It never blocks (it runs in the engine's callback).
+func (c *connection) completeAck(a *inboundAck, err error) {
+	c.ackMu.Lock()
+	a.done = true
+	a.code = packets.CodeSuccess
+	if err != nil {
+		a.code = reasonFor(err)
+	}
+	c.ackMu.Unlock()
+	signal(c.ackReady)
+	c.kick()
+}
+
+// flushAcks writes the acknowledgements whose turn has come. An MQTT 3.1.1
+// client whose publish failed is disconnected: it has no negative
+// acknowledgement. It returns false when the connection is ending.
+func (c *connection) flushAcks() bool {
+	c.ackWriteMu.Lock() // one writer at a time keeps them in order
+	defer c.ackWriteMu.Unlock()
+	for {
+		c.ackMu.Lock()
+		n := 0
+		for n < len(c.acks) && c.acks[n].done {
+			n++
+		}
+		due := append([]*inboundAck(nil), c.acks[:n]...)
+		c.acks = append(c.acks[:0], c.acks[n:]...)
+		c.ackMu.Unlock()
+		if n == 0 {
+			return true
+		}
+		signal(c.ackSpace)
+		for _, a := range due {
+			if a.code.Code >= 0x80 && c.cl.Properties.ProtocolVersion < 5 {
+				c.cl.Stop(a.code)
+				return false
+			}
+			if err := c.writeAck(a.pk, a.code); err != nil {
+				return false
+			}
+		}
+	}
 }
 
 // writeAck sends the PUBACK (QoS 1) or PUBREC (QoS 2) of an inbound
@@ -743,15 +861,32 @@ func (c *connection) refusePublish(pk packets.Packet, code packets.Code) (packet
 		return noop, nil
 	}
 	if c.cl.Properties.ProtocolVersion >= 5 {
-		return noop, c.writeAck(pk, code)
+		if a := c.queueAck(pk); a != nil {
+			c.ackMu.Lock()
+			a.done, a.code = true, code
+			c.ackMu.Unlock()
+			c.kick()
+			return noop, nil
+		}
+		return c.protocolError(packets.ErrReceiveMaximum)
 	}
 	return pk, code
 }
 
 // protocolError disconnects the client: MQTT 5 clients get a DISCONNECT
-// with the reason code first.
+// with the reason code first, after the acknowledgements of the publishes
+// before the offending packet.
 func (c *connection) protocolError(code packets.Code) (packets.Packet, error) {
 	c.s.b.metrics.refused.WithLabelValues("protocol").Inc()
+	for wait := time.Now().Add(time.Second); ; time.Sleep(time.Millisecond) {
+		c.flushAcks()
+		c.ackMu.Lock()
+		left := len(c.acks)
+		c.ackMu.Unlock()
+		if left == 0 || time.Now().After(wait) {
+			break
+		}
+	}
 	if c.cl.Properties.ProtocolVersion >= 5 {
 		_ = c.s.b.srv.DisconnectClient(c.cl, code)
 	}

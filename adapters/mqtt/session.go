@@ -270,6 +270,13 @@ type connection struct {
 	quota  chan struct{} // an outbound QoS flow completed
 	kicker *kicker
 
+	// Acknowledgements owed for inbound QoS 1/2 publishes, in order.
+	ackMu      sync.Mutex
+	acks       []*inboundAck
+	ackWriteMu sync.Mutex
+	ackReady   chan struct{} // an acknowledgement became due
+	ackSpace   chan struct{} // acknowledgements were written
+
 	ctrlMu sync.Mutex
 	ctrl   []control
 
@@ -302,6 +309,8 @@ func newConnection(s *session, cl *mochi.Client, identity *auth.Identity, cc *co
 		s: s, cl: cl, identity: identity, conn: cc,
 		ctx: ctx, cancel: cancel,
 		quota:      make(chan struct{}, 1),
+		ackReady:   make(chan struct{}, 1),
+		ackSpace:   make(chan struct{}, 1),
 		atts:       map[string]*core.Attachment{},
 		receiveMax: min(rm, s.b.opts.MaxInflight),
 		inbound2:   map[uint16]struct{}{},
@@ -386,7 +395,7 @@ func (c *connection) drain() {
 func (c *connection) drainOnce() bool {
 	var evs []core.Event
 	for {
-		if c.ctx.Err() != nil {
+		if c.ctx.Err() != nil || !c.flushAcks() {
 			return false
 		}
 		c.ctrlMu.Lock()
@@ -513,6 +522,12 @@ func (c *connection) deliver(m *core.Message, d *delivery, kind deliveryKind) bo
 			s.mu.Unlock()
 			select {
 			case <-c.quota:
+			case <-c.ackReady:
+				// The client may wait for its own acknowledgements
+				// before it acknowledges ours.
+				if !c.flushAcks() {
+					return false
+				}
 			case <-c.ctx.Done():
 				return false
 			}
