@@ -1,6 +1,7 @@
 package mqtt
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"sync"
@@ -271,6 +272,8 @@ type connection struct {
 	kicker *kicker
 
 	// Acknowledgements owed for inbound QoS 1/2 publishes, in order.
+	wbuf bytes.Buffer // PUBLISH packets the drain has not written yet
+
 	ackMu      sync.Mutex
 	acks       []*inboundAck
 	ackWriteMu sync.Mutex
@@ -409,6 +412,9 @@ func (c *connection) drainOnce() bool {
 		}
 		evs = c.conn.Take(evs[:0], 64)
 		if len(evs) == 0 && len(ctl) == 0 {
+			if c.flushWrites() != nil {
+				return false
+			}
 			c.s.mu.Lock()
 			clear(c.detached)
 			c.s.mu.Unlock()
@@ -419,6 +425,9 @@ func (c *connection) drainOnce() bool {
 				return false
 			}
 			evs[i] = core.Event{}
+		}
+		if c.flushWrites() != nil {
+			return false
 		}
 	}
 }
@@ -520,6 +529,9 @@ func (c *connection) deliver(m *core.Message, d *delivery, kind deliveryKind) bo
 	if qos > 0 {
 		for len(s.outstanding) >= c.receiveMax {
 			s.mu.Unlock()
+			if c.flushWrites() != nil {
+				return false
+			}
 			select {
 			case <-c.quota:
 			case <-c.ackReady:
@@ -572,7 +584,7 @@ func (c *connection) deliver(m *core.Message, d *delivery, kind deliveryKind) bo
 	}
 	s.mu.Unlock()
 
-	err := c.cl.WritePacket(pk)
+	err := c.writePublish(pk)
 	switch {
 	case err == nil:
 		s.b.metrics.delivered.Inc()
@@ -593,6 +605,56 @@ func (c *connection) deliver(m *core.Message, d *delivery, kind deliveryKind) bo
 		return false
 	}
 	return true
+}
+
+// writePublish encodes a PUBLISH into the drain's write buffer, as mochi's
+// WritePacket would (remaining message expiry, the client's maximum packet
+// size, user properties kept [MQTT-3.1.2-29]); flushWrites sends the
+// buffer in one write per batch instead of one per message.
+func (c *connection) writePublish(pk packets.Packet) error {
+	cl := c.cl
+	if cl.Closed() {
+		return mochi.ErrConnectionClosed
+	}
+	if pk.Expiry > 0 {
+		pk.Properties.MessageExpiryInterval = uint32(max(pk.Expiry-time.Now().Unix(), 1)) // [MQTT-3.3.2-6]
+	}
+	pk.ProtocolVersion = cl.Properties.ProtocolVersion
+	pk.Mods.MaxSize = cl.Properties.Props.MaximumPacketSize
+	pk.Mods.AllowResponseInfo = true
+	start := c.wbuf.Len()
+	if err := pk.PublishEncode(&c.wbuf); err != nil {
+		c.wbuf.Truncate(start)
+		return err
+	}
+	if pk.Mods.MaxSize > 0 && uint32(c.wbuf.Len()-start) > pk.Mods.MaxSize {
+		c.wbuf.Truncate(start)
+		return packets.ErrPacketTooLarge // [MQTT-3.1.2-24] [MQTT-3.1.2-25]
+	}
+	if c.wbuf.Len() >= writeBatch {
+		return c.flushWrites()
+	}
+	return nil
+}
+
+// writeBatch is the buffered size at which the drain writes without
+// waiting for the end of its batch.
+const writeBatch = 32 << 10
+
+// flushWrites sends what writePublish buffered, under the client's write
+// lock so that it never lands inside another packet.
+func (c *connection) flushWrites() error {
+	if c.wbuf.Len() == 0 {
+		return nil
+	}
+	c.cl.Lock()
+	_, err := c.wbuf.WriteTo(c.cl.Net.Conn)
+	c.cl.Unlock()
+	c.wbuf.Reset()
+	if c.wbuf.Cap() > 4*writeBatch {
+		c.wbuf = bytes.Buffer{} // give a burst's buffer back
+	}
+	return err
 }
 
 // goAttach attaches to a channel on a worker goroutine: the attach may wait
