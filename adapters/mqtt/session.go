@@ -529,7 +529,7 @@ func (c *connection) deliver(m *core.Message, d *delivery, kind deliveryKind) bo
 	if qos > 0 {
 		for len(s.outstanding) >= c.receiveMax {
 			s.mu.Unlock()
-			if c.flushWrites() != nil {
+			if kind != deliverShared && c.flushWrites() != nil {
 				return false
 			}
 			select {
@@ -584,7 +584,14 @@ func (c *connection) deliver(m *core.Message, d *delivery, kind deliveryKind) bo
 	}
 	s.mu.Unlock()
 
-	err := c.writePublish(pk)
+	var err error
+	if kind == deliverShared {
+		// A shared group's goroutine, not this connection's drain: the
+		// drain's buffer is not ours to use.
+		err = c.cl.WritePacket(pk)
+	} else {
+		err = c.writePublish(pk)
+	}
 	switch {
 	case err == nil:
 		s.b.metrics.delivered.Inc()
