@@ -666,7 +666,7 @@ func (c *connection) inboundPublish(pk packets.Packet) (packets.Packet, error) {
 	if qos == 2 {
 		if _, open := c.inbound2[pk.PacketID]; open {
 			// A retry of a publish already stored: acknowledge it again.
-			return noop, c.writeAck(pk, packets.CodeSuccess)
+			return noop, c.writeAck(pk.PacketID, qos, packets.CodeSuccess)
 		}
 		if len(c.inbound2) >= b.opts.ReceiveMaximum {
 			return c.protocolError(packets.ErrReceiveMaximum)
@@ -762,9 +762,10 @@ func (c *connection) published(pk packets.Packet, m *core.Message, res []core.Pu
 // inboundAck is the acknowledgement owed for a QoS 1 or 2 publish. They are
 // written in the order the publishes arrived [MQTT-4.6.0-2], by the drain.
 type inboundAck struct {
-	pk   packets.Packet // id, QoS and version only
-	code packets.Code
+	id   uint16
+	qos  byte
 	done bool
+	code packets.Code
 }
 
 // queueAck reserves the acknowledgement of a publish; nil when the client
@@ -788,7 +789,7 @@ func (c *connection) queueAck(pk packets.Packet) *inboundAck {
 			break
 		}
 	}
-	a := &inboundAck{pk: packets.Packet{FixedHeader: packets.FixedHeader{Qos: pk.FixedHeader.Qos}, PacketID: pk.PacketID}}
+	a := &inboundAck{id: pk.PacketID, qos: pk.FixedHeader.Qos}
 	c.acks = append(c.acks, a)
 	return a
 }
@@ -831,7 +832,7 @@ func (c *connection) flushAcks() bool {
 				c.cl.Stop(a.code)
 				return false
 			}
-			if err := c.writeAck(a.pk, a.code); err != nil {
+			if err := c.writeAck(a.id, a.qos, a.code); err != nil {
 				return false
 			}
 		}
@@ -840,12 +841,12 @@ func (c *connection) flushAcks() bool {
 
 // writeAck sends the PUBACK (QoS 1) or PUBREC (QoS 2) of an inbound
 // publish.
-func (c *connection) writeAck(pk packets.Packet, code packets.Code) error {
+func (c *connection) writeAck(id uint16, qos byte, code packets.Code) error {
 	typ := packets.Puback
-	if pk.FixedHeader.Qos == 2 {
+	if qos == 2 {
 		typ = packets.Pubrec
 	}
-	ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: typ}, PacketID: pk.PacketID, ReasonCode: code.Code}
+	ack := packets.Packet{FixedHeader: packets.FixedHeader{Type: typ}, PacketID: id, ReasonCode: code.Code}
 	if code.Code >= 0x80 {
 		ack.Properties.ReasonString = code.Reason
 	}

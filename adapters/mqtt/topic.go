@@ -88,17 +88,21 @@ func validateFilter(filter string) error {
 	if len(filter) > channel.MaxNameLen {
 		return errorf("topic filter is %d bytes, the maximum is %d", len(filter), channel.MaxNameLen)
 	}
-	levels := strings.Split(filter, "/")
-	for i, level := range levels {
+	for rest := filter; ; {
+		level, next, more := strings.Cut(rest, "/")
 		switch {
 		case level == "#":
-			if i != len(levels)-1 {
+			if more {
 				return errorf("'#' must be the last level of topic filter %q", filter)
 			}
 		case level == "+":
 		case strings.ContainsAny(level, "+#"):
 			return errorf("wildcards must fill a whole level in topic filter %q", filter)
 		}
+		if !more {
+			break
+		}
+		rest = next
 	}
 	// Apart from its wildcards a filter follows the channel name rules.
 	return channel.ValidateName(filter)
