@@ -27,7 +27,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -308,23 +307,10 @@ func benchFanout(b *testing.B, window int) {
 	}
 
 	ctx := context.Background()
-	data := make([]byte, 0, 64)
-	b.ResetTimer()
-	for i := range messages {
-		fan.Wait(b, i-window+1)
-		sent := time.Since(base)
-		data = strconv.AppendInt(append(data[:0], "bench "...), int64(i), 10)
-		data = strconv.AppendInt(append(data, ' '), int64(sent), 10)
-		msg := &core.Message{Data: bytes.Clone(data)}
-		if _, err := s.engine.Publish(ctx, nil, "", "", channel, []*core.Message{msg}); err != nil {
-			b.Fatal(err)
-		}
-	}
-	fan.Wait(b, messages)
-	b.StopTimer()
-	if err := fan.Err(); err != nil {
-		b.Fatal(err)
-	}
+	fan.Publish(b, messages, window, base, func(data []byte) error {
+		_, err := s.engine.Publish(ctx, nil, "", "", channel, []*core.Message{{Data: data}})
+		return err
+	})
 
 	lat := make([]time.Duration, 0, n*messages)
 	for _, c := range clients {

@@ -1,6 +1,8 @@
 package benchkit
 
 import (
+	"bytes"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -92,4 +94,30 @@ func (f *Fanout) Wait(tb testing.TB, want int) {
 		}
 	}
 	f.timer.Reset(f.timeout) // no stale expiry to drain since Go 1.23
+}
+
+// Publish runs the publishing side of a fan-out benchmark: messages
+// numbered 0..messages-1, each with data "bench <seq> <sent>" (sent is the
+// time since base, in nanoseconds, for the readers' latency), at most
+// window of them not yet delivered to every reader. It resets the timer
+// before the first publish and stops it once every reader has every
+// message.
+func (f *Fanout) Publish(b *testing.B, messages, window int, base time.Time, publish func(data []byte) error) {
+	b.Helper()
+	data := make([]byte, 0, 64)
+	b.ResetTimer()
+	for i := range messages {
+		f.Wait(b, i-window+1)
+		sent := time.Since(base)
+		data = strconv.AppendInt(append(data[:0], "bench "...), int64(i), 10)
+		data = strconv.AppendInt(append(data, ' '), int64(sent), 10)
+		if err := publish(bytes.Clone(data)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	f.Wait(b, messages)
+	b.StopTimer()
+	if err := f.Err(); err != nil {
+		b.Fatal(err)
+	}
 }
