@@ -4,12 +4,15 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"io"
 	"net"
 	"runtime"
 	"testing"
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/switchboardhq/switchboard/internal/benchkit"
 )
 
 // rawSubscriber connects a minimal MQTT 3.1.1 client that subscribes to one
@@ -39,25 +42,13 @@ func rawSubscriber(tb testing.TB, addr, id, topic string) net.Conn {
 	r := bufio.NewReader(nc)
 	got := make([]byte, 9)
 	_ = nc.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io_ReadFull(r, got); err != nil {
+	if _, err := io.ReadFull(r, got); err != nil {
 		tb.Fatalf("handshake: %v", err)
 	}
 	if got[0] != 0x20 || got[3] != 0 || got[4] != 0x90 {
 		tb.Fatalf("handshake bytes % x", got)
 	}
 	return nc
-}
-
-func io_ReadFull(r *bufio.Reader, b []byte) (int, error) {
-	n := 0
-	for n < len(b) {
-		m, err := r.Read(b[n:])
-		n += m
-		if err != nil {
-			return n, err
-		}
-	}
-	return n, nil
 }
 
 // BenchmarkIdleConnection reports the server-side memory of one idle MQTT
@@ -67,13 +58,7 @@ func BenchmarkIdleConnection(b *testing.B) {
 	f := newFixture(b, fixtureOptions{})
 	const n = 2000
 	measure := func() (heap, stack uint64) {
-		// Stacks shrink by half per collection when mostly unused: a few
-		// collections show the steady state of an idle server.
-		for range 4 {
-			runtime.GC()
-		}
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
+		ms, _ := benchkit.SettledMemStats()
 		return ms.HeapInuse, ms.StackInuse
 	}
 	for b.Loop() {

@@ -1,7 +1,6 @@
 package mqtt
 
 import (
-	"context"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -69,5 +68,4 @@ func TestContinuityWhenTheGapExceedsRetention(t *testing.T) {
 	if m := c2.wait(t, 2)[1]; string(m.Payload) != "after" {
 		t.Fatalf("after the gap: %q", m.Payload)
 	}
-	_ = context.Background
 }

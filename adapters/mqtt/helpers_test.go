@@ -8,7 +8,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"runtime/pprof"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -260,5 +259,3 @@ func dialRaw(t testing.TB, addr string) net.Conn {
 	t.Cleanup(func() { c.Close() })
 	return c
 }
-
-var _ = strings.TrimSpace
