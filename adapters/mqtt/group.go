@@ -201,7 +201,7 @@ func (g *sharedGroup) dispatch(m *core.Message) {
 		if mb.sub.identifier > 0 {
 			d.ids = []int{mb.sub.identifier}
 		}
-		if mb.c.deliver(m, d, deliverShared) {
+		if mb.c.deliver(m, d, deliverShared, nil) {
 			return
 		}
 	}

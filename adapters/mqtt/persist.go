@@ -3,6 +3,7 @@ package mqtt
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 
 	"github.com/switchboardhq/switchboard/core"
@@ -184,7 +185,7 @@ func (r *retainedStore) set(channelName string, m *core.Message) error {
 func (r *retainedStore) matching(filter string) []*core.Message {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	if !subscriptionFilter.Wildcard(subscriptionFilter{Filter: filter}) {
+	if !strings.ContainsAny(filter, "+#") {
 		if m := r.m[filter]; m != nil {
 			return []*core.Message{m}
 		}

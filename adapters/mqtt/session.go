@@ -406,7 +406,7 @@ func (c *connection) drainOnce() bool {
 		c.ctrl = nil
 		c.ctrlMu.Unlock()
 		for _, x := range ctl {
-			if !c.deliver(x.msg, x.d, x.kind) {
+			if !c.deliver(x.msg, x.d, x.kind, nil) {
 				return false
 			}
 		}
@@ -432,23 +432,10 @@ func (c *connection) drainOnce() bool {
 	}
 }
 
-// isDetached reports whether an event belongs to an attachment ended by an
-// unsubscribe. (Attachment.Detached cannot tell: it is also true while an
-// attachment's catch-up is still being queued.)
-func (c *connection) isDetached(a *core.Attachment) bool {
-	c.s.mu.Lock()
-	defer c.s.mu.Unlock()
-	_, ok := c.detached[a]
-	return ok
-}
-
 func (c *connection) handle(ev *core.Event) bool {
 	switch ev.Kind {
 	case core.EventMessage:
-		if c.isDetached(ev.Attachment) {
-			return true
-		}
-		return c.deliver(ev.Message, nil, deliverChannel)
+		return c.deliver(ev.Message, nil, deliverChannel, ev.Attachment)
 	case core.EventContinuity:
 		cont := ev.Continuity
 		if cont.Reason == core.ReasonSlowConsumer {
@@ -487,11 +474,19 @@ func (c *connection) notifyContinuity(cont *core.Continuity) {
 // deliver writes one message. Only channel deliveries move the session's
 // position; the others come with their own delivery options. It returns
 // false when the connection is ending.
-func (c *connection) deliver(m *core.Message, d *delivery, kind deliveryKind) bool {
+//
+// from is the attachment a channel message came from: its messages are
+// skipped when an unsubscribe ended it (Attachment.Detached cannot tell:
+// it is also true while an attachment's catch-up is still being queued).
+func (c *connection) deliver(m *core.Message, d *delivery, kind deliveryKind, from *core.Attachment) bool {
 	isControl := kind != deliverChannel
 	s := c.s
 	now := time.Now()
 	s.mu.Lock()
+	if _, stale := c.detached[from]; stale {
+		s.mu.Unlock()
+		return true
+	}
 	if d == nil {
 		d = s.deliveryLocked(m.Channel)
 	}
