@@ -364,8 +364,11 @@ func TestRecoveryKeyResumesInANewClient(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	key := first.RecoveryKey()
 	connID := first.ConnectionID()
+	// The old process is gone for good: no reconnect through the proxy
+	// (closing the listener first, or the old client could resume its own
+	// connection before the new one does).
+	proxy.ln.Close()
 	proxy.cut()
-	proxy.ln.Close() // the old process is gone for good
 	for _, d := range []string{"missed-1", "missed-2"} {
 		if _, err := pub.Channel("jobs").Publish(ctx, "", d); err != nil {
 			t.Fatal(err)
