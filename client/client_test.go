@@ -61,16 +61,22 @@ func TestRewindIteratorAndNames(t *testing.T) {
 	s := newTestServer(t)
 	ctx := testCtx(t)
 	pub := newClient(t, Options{URL: s.URL(), Key: testKey})
+	var last PublishResult
 	for i := range 5 {
-		if _, err := pub.Channel("log").Publish(ctx, []string{"a", "b"}[i%2], fmt.Sprint(i)); err != nil {
+		res, err := pub.Channel("log").Publish(ctx, []string{"a", "b"}[i%2], fmt.Sprint(i))
+		if err != nil {
 			t.Fatal(err)
 		}
+		last = res
 	}
 	sub := newClient(t, Options{URL: s.URL(), Key: testKey})
 	ch := sub.Channel("log")
 	if err := ch.Attach(ctx, WithRewind("4")); err != nil {
 		t.Fatal(err)
 	}
+	// The rewound messages may still be on their way after the attach:
+	// wait for the last of them, or the iterator would see them as new.
+	waitUntil(t, func() bool { return ch.Serial() == last.Serial })
 	// The iterator subscribes when iteration starts and only sees live
 	// messages named a: publish b and a until it has one.
 	first := make(chan *Message, 1)
